@@ -1,0 +1,1 @@
+"""mdg: anomalous sound detection under domain shift in JAX/Flax."""

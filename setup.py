@@ -1,0 +1,33 @@
+"""mdg: unsupervised anomalous sound detection under domain shift (MIMII DG, DCASE 2022/2023 Task 2)."""
+import setuptools
+
+setuptools.setup(
+    name="mdg",
+    version="0.1.0",
+    description="JAX/Flax research codebase for anomalous machine sound detection under domain shift",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["mdg", "mdg.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.11",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.11",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "soundfile>=0.12",
+        "ml-collections>=0.1.1",
+        "tensorflow-datasets>=4.9.7",
+        "array-record>=0.5",
+        "absl-py>=2.0",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "cuda": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "librosa>=0.10", "scikit-learn>=1.3"],
+        "bench": ["librosa>=0.10", "scikit-learn>=1.3", "torch"],
+    },
+)

@@ -1,0 +1,20 @@
+"""Test setup: CPU only, 8 fake devices for the multi-device paths."""
+import os
+import pathlib
+
+import jax
+import pytest
+
+jax.config.update("jax_platforms", "cpu")
+jax.config.update("jax_num_cpu_devices", 8)
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "dcase2023_dev_slice"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> pathlib.Path:
+    """The real DCASE 2023 development slice beside the project (../shared/data/...)."""
+    if not REAL_DATA.is_dir():
+      pytest.fail(f"real test data missing: {REAL_DATA} (CI has it beside the project)")
+    return REAL_DATA
