@@ -1,0 +1,49 @@
+"""DCASE 2022/2023 Task 2 autoencoder baseline.
+
+Variants (``--config configs/ae.py:VARIANT``):
+  (none)  the paper's model and training settings on a synthetic dataset sized for a 2-core CPU
+  full    full-size synthetic dataset (990 + 10 train, 200 test clips per section)
+  tiny    seconds-long smoke run (tests)
+Real data: ``--config.data.root=/path/to/dev_data``.
+"""
+
+from mdg import config_defaults
+
+
+def get_config(variant: str = ""):
+    c = config_defaults.base_config()
+    c.model.name = "autoencoder"
+    c.model.input_dim = 640
+    c.model.hidden_dim = 128
+    c.model.num_hidden_layers = 4
+    c.model.bottleneck_dim = 8
+
+    c.input.window = 5
+    c.input.train_hop = 1
+    c.input.eval_hop = 1
+    c.input.flatten = True
+
+    c.train.learning_rate = 1e-3
+    c.train.num_epochs = 100
+    c.train.batch_size = 256
+    c.eval.scores = "mse,mahalanobis"
+
+    if variant in ("", "default"):
+        config_defaults.small_synthetic(c, num_source_train=24, num_target_train=3, num_test=5)
+    elif variant == "full":
+        pass
+    elif variant == "tiny":
+        config_defaults.small_synthetic(c, num_source_train=4, num_target_train=2, num_test=2)
+        c.data.synthetic.machines = "fan,valve"
+        c.data.synthetic.duration_s = 2.0
+        c.model.hidden_dim = 32
+        c.model.num_hidden_layers = 2
+        c.model.bottleneck_dim = 4
+        c.train.num_epochs = 2
+        c.train.batch_size = 64
+        c.train.log_every_steps = 10
+        c.ckpt.save_every_steps = 20
+        c.input.eval_batch_size = 512
+    else:
+        raise ValueError(f"unknown variant {variant!r} of configs/ae.py (known: default, full, tiny)")
+    return c

@@ -1,0 +1,76 @@
+"""Config sections shared by every model's config file (``configs/*.py``).
+
+Sections: ``data`` (where clips come from), ``features`` (log-Mel settings; part of the shard
+identity), ``input`` (windows fed to the model), ``model``, ``train``, ``ckpt``, ``eval``.
+Model config files start from :func:`base_config` and set the model-specific parts.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults common to all models; the model's config file fills ``model``/``input``/``train``."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.root = ""              # folder holding <machine>/{train,test}/; empty = built-in synthetic dataset
+    c.data.machines = ""          # comma-separated machine types; empty = every type under root
+    c.data.cache_dir = ""         # synthetic WAVs + TFDS shards; empty = $MDG_CACHE or ~/.cache/mdg
+    c.data.on_error = "raise"     # bad clip (name, WAV): "raise" or "skip" (logged)
+    c.data.validation_split = 0.1  # fraction of training clips held out (by clip) for the val loss
+    c.data.per_section = False    # one model per (machine type, section) instead of per machine type
+    c.data.eval_ground_truth = ""  # folder of the evaluator's ground-truth CSVs, for eval sets
+    c.data.synthetic = ml_collections.ConfigDict()
+    c.data.synthetic.machines = "fan,gearbox,bearing,slider,valve"
+    c.data.synthetic.num_source_train = 990
+    c.data.synthetic.num_target_train = 10
+    c.data.synthetic.num_test = 50     # per (domain, label): 4 * num_test test clips per section
+    c.data.synthetic.duration_s = 10.0
+    c.data.synthetic.seed = 0
+
+    c.features = ml_collections.ConfigDict()
+    c.features.sample_rate = 16000
+    c.features.n_fft = 1024
+    c.features.hop_length = 512
+    c.features.n_mels = 128
+    c.features.power = 2.0
+    c.features.fmin = 0.0
+    c.features.fmax = config_dict.placeholder(float)   # None = Nyquist
+
+    c.input = ml_collections.ConfigDict()
+    c.input.window = 5            # frames per model input
+    c.input.train_hop = 1         # frames between training windows
+    c.input.eval_hop = 1          # frames between scoring windows
+    c.input.flatten = True        # (window, mels) -> window * mels, frame-major
+    c.input.eval_batch_size = 2048
+
+    c.model = ml_collections.ConfigDict()
+
+    c.train = ml_collections.ConfigDict()
+    c.train.learning_rate = 1e-3
+    c.train.num_epochs = 100
+    c.train.batch_size = 256
+    c.train.log_every_steps = 200
+    c.train.num_devices = 0       # 0 = every device
+
+    c.ckpt = ml_collections.ConfigDict()
+    c.ckpt.save_every_steps = 2000
+    c.ckpt.keep = 2
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.scores = "mse"         # comma-separated scoring methods
+    c.eval.decision_percentile = 0.9
+    c.eval.max_fpr = 0.1
+    return c
+
+
+def small_synthetic(c: ml_collections.ConfigDict, num_source_train: int, num_target_train: int,
+                    num_test: int) -> None:
+    """Shrinks the built-in synthetic dataset (the default run has to fit a 2-core CPU)."""
+    c.data.synthetic.num_source_train = num_source_train
+    c.data.synthetic.num_target_train = num_target_train
+    c.data.synthetic.num_test = num_test

@@ -1,0 +1,77 @@
+"""Device mesh, shardings and multi-host start-up: the one place that knows about devices.
+
+Data parallelism the way current JAX spells it: a 1-D mesh over every device with one axis,
+``data``; the batch is sharded over that axis and parameters are replicated. ``jax.jit`` then
+compiles one SPMD program for all devices (what ``pmap`` used to do), on CPU, GPU or TPU alike.
+With several processes (multi-host), each process feeds its own slice of the global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+
+def initialize_distributed() -> None:
+    """Starts jax.distributed when launched as one of several processes, else does nothing.
+
+    The coordinator address, process count and id come from the environment as
+    ``jax.distributed.initialize`` reads it (SLURM, TPU VMs, or ``JAX_COORDINATOR_ADDRESS`` +
+    ``JAX_NUM_PROCESSES`` + ``JAX_PROCESS_ID`` set by ``launch/``).
+    """
+    if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or "SLURM_NTASKS" in os.environ:
+        jax.distributed.initialize()
+    logging.info(
+        "process %d of %d; %d local / %d global devices: %s",
+        jax.process_index(), jax.process_count(), jax.local_device_count(),
+        jax.device_count(), jax.devices())
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh with axis ``data`` over all devices (or the first ``num_devices``)."""
+    devices = jax.devices()
+    if num_devices:
+        if num_devices > len(devices):
+            raise ValueError(f"asked for {num_devices} devices, only {len(devices)} exist")
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device (parameters, optimizer state)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) dimension over the ``data`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """Returns the per-process batch size; the global batch must split evenly over devices."""
+    if global_batch_size % mesh.size:
+        raise ValueError(
+            f"batch size {global_batch_size} does not divide evenly over {mesh.size} devices")
+    return global_batch_size // jax.process_count()
+
+
+def shard_batch(batch: Any, mesh: Mesh) -> Any:
+    """Process-local numpy batch (pytree) -> global jax arrays sharded over ``data``.
+
+    Each process passes its own slice; the global batch is their concatenation.
+    """
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Puts a pytree on every device of the mesh."""
+    return jax.device_put(tree, replicated(mesh))

@@ -1,0 +1,302 @@
+"""Training and evaluation: ``train_and_evaluate(config, workdir)``, one loop for every model.
+
+Read top to bottom: data units, model/objective, update step, the train loop (mesh, input,
+state, checkpoint/resume, NaN guard, metrics), clip-level outputs for scoring, and the driver.
+
+A *unit* is what one model is trained on: a machine type (the DCASE 2022 baselines) or a
+(machine type, section) pair (``data.per_section``, the DCASE 2023 baseline). Units are trained
+one after another, each with its own checkpoints under ``workdir/checkpoints/<unit>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from mdg import checkpoint, models, sharding
+from mdg.data import pipeline
+
+Batch = dict[str, jax.Array]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the newest checkpoint is the last good state."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data units.
+
+
+@dataclasses.dataclass
+class Unit:
+    """The clips one model is trained on and scored with; arrays as returned by the shard loader."""
+
+    name: str                        # "fan" or "fan_section_00"
+    machine: str
+    train: dict[str, np.ndarray]     # log_mel (clips, frames, mels) + per-clip metadata arrays
+    test: dict[str, np.ndarray]
+    train_classes: np.ndarray | None = None   # (train clips,) int32 class targets, classifiers only
+    test_classes: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+
+def select_clips(split: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of every per-clip array of a split where ``mask`` holds."""
+    return {k: v[mask] for k, v in split.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and objective.
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int, seed: int) -> nnx.Module:
+    """The model named by ``config.model.name``, sized by the other ``config.model`` fields."""
+    kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    if config.model.name != "autoencoder":
+        kwargs["num_classes"] = num_classes
+    return models.create_model(config.model.name, rngs=nnx.Rngs(seed), **kwargs)
+
+
+def is_classifier(config: ml_collections.ConfigDict) -> bool:
+    return config.model.name != "autoencoder"
+
+
+def loss_fn(model: nnx.Module, batch: Batch, classifier: bool) -> jax.Array:
+    """Scalar training loss: reconstruction MSE (autoencoder) or softmax cross-entropy (classifier)."""
+    if classifier:
+        logits, _ = model(batch["x"])
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+    return jnp.mean(jnp.square(model(batch["x"]) - batch["x"]))
+
+
+def row_outputs(model: nnx.Module, batch: Batch, classifier: bool) -> dict[str, jax.Array]:
+    """Per-window outputs that scoring averages per clip; each (batch, ...) float32.
+
+    autoencoder: ``sq_err`` mean squared reconstruction error of the window, ``residual`` its
+    input minus reconstruction (window * mels); ``loss`` = ``sq_err``.
+    classifier: ``neg_logit`` = log(max(1-p, eps)) - log(max(p, eps)) with p the softmax
+    probability of the window's true class, ``embedding`` the pooled embedding; ``loss`` the
+    window's cross-entropy.
+    """
+    if classifier:
+        logits, embedding = model(batch["x"])
+        log_p = jax.nn.log_softmax(logits)
+        p = jnp.take_along_axis(jnp.exp(log_p), batch["y"][:, None], axis=1)[:, 0]
+        eps = jnp.finfo(jnp.float32).eps
+        neg_logit = jnp.log(jnp.maximum(1.0 - p, eps)) - jnp.log(jnp.maximum(p, eps))
+        loss = -jnp.take_along_axis(log_p, batch["y"][:, None], axis=1)[:, 0]
+        return {"neg_logit": neg_logit, "embedding": embedding, "loss": loss}
+    residual = batch["x"] - model(batch["x"])
+    sq_err = jnp.mean(jnp.square(residual), axis=-1)
+    return {"sq_err": sq_err, "residual": residual, "loss": sq_err}
+
+
+# ----------------------------------------------------------------------------------------------
+# Update step (pure, jit-compiled, batch sharded over the mesh, state replicated).
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, classifier: bool):
+    """Returns ``step(state, monitor, batch) -> (state, monitor)``.
+
+    ``state``: params, rest (BN statistics), opt_state, step. ``monitor`` accumulates on device,
+    without a host sync: ``loss_sum``, ``num_steps`` and ``first_bad_step`` (-1 while every loss
+    was finite, else the first step whose loss was NaN/inf).
+    """
+
+    def step(state, monitor, batch):
+        def compute_loss(params, rest):
+            model = nnx.merge(graphdef, params, rest, copy=True)
+            loss = loss_fn(model, batch, classifier)
+            _, _, rest = nnx.split(model, nnx.Param, ...)
+            return loss, rest
+
+        (loss, rest), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+            state["params"], state["rest"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "params": optax.apply_updates(state["params"], updates),
+            "rest": rest,
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+        }
+        bad = ~jnp.isfinite(loss) & (monitor["first_bad_step"] < 0)
+        new_monitor = {
+            "loss_sum": monitor["loss_sum"] + loss,
+            "num_steps": monitor["num_steps"] + 1,
+            "first_bad_step": jnp.where(bad, state["step"], monitor["first_bad_step"]),
+        }
+        return new_state, new_monitor
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def new_monitor(mesh) -> dict[str, jax.Array]:
+    return sharding.replicate(
+        {"loss_sum": jnp.zeros((), jnp.float32), "num_steps": jnp.zeros((), jnp.int32),
+         "first_bad_step": jnp.full((), -1, jnp.int32)}, mesh)
+
+
+# ----------------------------------------------------------------------------------------------
+# Clip-level outputs: every window of every clip through the model, averaged per clip on device.
+
+
+def make_clip_sums(graphdef: nnx.GraphDef, classifier: bool, num_clips: int):
+    """Returns ``fn(state, sums, batch) -> sums`` adding each row output into its clip's sum."""
+
+    def fn(state, sums, batch):
+        model = nnx.merge(graphdef, state["params"], state["rest"], copy=True)
+        rows = row_outputs(model, batch, classifier)
+        weight = batch["mask"].astype(jnp.float32)
+        rows["count"] = jnp.ones_like(weight)
+        segment = jnp.where(batch["mask"], batch["clip"], num_clips)  # padding -> dropped segment
+        return {
+            k: sums[k] + jax.ops.segment_sum(v * weight.reshape((-1,) + (1,) * (v.ndim - 1)),
+                                             segment, num_segments=num_clips)
+            for k, v in rows.items()
+        }
+
+    return jax.jit(fn, donate_argnums=(1,))
+
+
+def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.ndarray | None,
+               mesh, progress: bool = True) -> dict[str, np.ndarray]:
+    """Mean of every per-window output (see :func:`row_outputs`) over each clip's windows.
+
+    Returns numpy arrays with a leading ``clips`` axis; ``count`` holds the windows per clip.
+    """
+    classifier = is_classifier(config)
+    num_clips = len(log_mels)
+    batch_size = config.input.eval_batch_size
+    sharding.check_batch_size(batch_size, mesh)
+    fn = make_clip_sums(graphdef, classifier, num_clips)
+    local = batch_size // jax.process_count()
+    lo = jax.process_index() * local
+    sums = None
+    batches = pipeline.eval_batches(log_mels, config.input.window, config.input.eval_hop, batch_size,
+                                    config.input.flatten, clip_classes)
+    for batch in tqdm.tqdm(batches, desc="scoring", leave=False,
+                           disable=not progress or jax.process_index() != 0):
+        batch = sharding.shard_batch({k: v[lo:lo + local] for k, v in batch.items()}, mesh)
+        if sums is None:
+            shapes = jax.eval_shape(
+                lambda s, b: row_outputs(nnx.merge(graphdef, s["params"], s["rest"]), b, classifier),
+                state, batch)
+            sums = {k: jnp.zeros((num_clips,) + v.shape[1:], jnp.float32) for k, v in shapes.items()}
+            sums["count"] = jnp.zeros((num_clips,), jnp.float32)
+            sums = sharding.replicate(sums, mesh)
+        sums = fn(state, sums, batch)
+    sums = jax.tree.map(np.asarray, multihost_utils.process_allgather(sums, tiled=True))
+    count = sums.pop("count")
+    means = {k: v / count.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in sums.items()}
+    means["count"] = count
+    return means
+
+
+# ----------------------------------------------------------------------------------------------
+# The train loop.
+
+
+def append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
+    """Appends one JSON line (process 0 only)."""
+    if jax.process_index() == 0:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path):
+    """Trains one model on ``unit`` (resuming from its newest checkpoint); returns (graphdef, state)."""
+    classifier = is_classifier(config)
+    seed = config.seed
+
+    # --- Input: validation clips held out at random; endless shuffled training stream.
+    log_mels = unit.train["log_mel"]
+    train_idx, val_idx = pipeline.split_validation(len(log_mels), config.data.validation_split, seed)
+    classes = unit.train_classes
+    local_batch = sharding.check_batch_size(config.train.batch_size, mesh)
+    del local_batch
+    batches = pipeline.TrainBatches(
+        log_mels=log_mels[train_idx], window=config.input.window, hop=config.input.train_hop,
+        global_batch_size=config.train.batch_size, seed=seed, flatten=config.input.flatten,
+        clip_labels=None if classes is None else classes[train_idx],
+        process_index=jax.process_index(), process_count=jax.process_count())
+    total_steps = config.train.num_epochs * batches.steps_per_epoch
+
+    # --- Model and optimizer; parameters replicated over the mesh.
+    model = create_model(config, len(unit.class_names), seed)
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optax.adam(config.train.learning_rate)
+    state = sharding.replicate(
+        {"params": params, "rest": rest, "opt_state": tx.init(params),
+         "step": jnp.zeros((), jnp.int32)}, mesh)
+    train_step = make_train_step(graphdef, tx, classifier)
+
+    # --- Checkpoints: resume from the newest one if there is one.
+    ckpt = checkpoint.Checkpointer(workdir / "checkpoints" / unit.name, config.ckpt.save_every_steps,
+                                   config.ckpt.keep)
+    if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(state)
+        batches.set_state(data_state)
+        logging.info("%s: resuming at step %d of %d", unit.name, int(state["step"]), total_steps)
+    step = int(state["step"])
+
+    # --- Loop.
+    metrics_path = workdir / "metrics.jsonl"
+    monitor = new_monitor(mesh)
+    epoch_start, steps_at_epoch_start = time.perf_counter(), step
+    bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"train {unit.name}", unit="step",
+                    disable=jax.process_index() != 0)
+    while step < total_steps:
+        state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
+        step += 1
+        bar.update(1)
+        epoch_done = batches.step_in_epoch == 0
+        if step % config.train.log_every_steps == 0 or epoch_done or step == total_steps:
+            loss = check_finite(monitor, unit.name)
+            bar.set_postfix(loss=f"{loss:.4g}")
+        if epoch_done or step == total_steps:
+            seconds = time.perf_counter() - epoch_start
+            record = {"unit": unit.name, "step": step, "epoch": batches.epoch, "loss": loss,
+                      "epoch_time_s": seconds,
+                      "samples_per_s": (step - steps_at_epoch_start) * config.train.batch_size / seconds}
+            if len(val_idx):
+                record["val_loss"] = float(np.mean(clip_means(
+                    config, graphdef, state, log_mels[val_idx],
+                    None if classes is None else classes[val_idx], mesh, progress=False)["loss"]))
+            append_jsonl(metrics_path, record)
+            monitor = new_monitor(mesh)
+            epoch_start, steps_at_epoch_start = time.perf_counter(), step
+        if step % config.ckpt.save_every_steps == 0 or step == total_steps:
+            check_finite(monitor, unit.name)
+            ckpt.save(step, state, batches.get_state(), force=step == total_steps)
+    bar.close()
+    ckpt.wait()
+    ckpt.close()
+    model.eval()
+    eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+    return eval_graphdef, state
+
+
+def check_finite(monitor: dict[str, jax.Array], unit_name: str) -> float:
+    """Host sync: raises NonFiniteLossError if any loss since the last reset was NaN/inf; else the mean loss."""
+    first_bad = int(monitor["first_bad_step"])
+    if first_bad >= 0:
+        raise NonFiniteLossError(
+            f"{unit_name}: non-finite training loss at step {first_bad}; stopped without saving, so the newest "
+            "checkpoint holds the last good state (lower train.learning_rate or check the input features)")
+    return float(monitor["loss_sum"]) / max(int(monitor["num_steps"]), 1)
