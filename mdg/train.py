@@ -28,7 +28,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from mdg import checkpoint, models, sharding
+from mdg import checkpoint, evaluate, models, scoring, sharding
 from mdg.data import pipeline
 
 Batch = dict[str, jax.Array]
@@ -155,56 +155,81 @@ def new_monitor(mesh) -> dict[str, jax.Array]:
 # Clip-level outputs: every window of every clip through the model, averaged per clip on device.
 
 
-def make_clip_sums(graphdef: nnx.GraphDef, classifier: bool, num_clips: int):
-    """Returns ``fn(state, sums, batch) -> sums`` adding each row output into its clip's sum."""
+def make_clip_sums(graphdef: nnx.GraphDef, classifier: bool, num_clips: int, block_size: int):
+    """Returns ``fn(state, acc, batch) -> acc`` adding each row output into its clip's sum.
 
-    def fn(state, sums, batch):
+    With ``"moments"`` in ``acc`` (autoencoder), also merges the batch's residual-block moments
+    per domain (``batch["is_target"]``) for the Mahalanobis score.
+    """
+
+    def fn(state, acc, batch):
         model = nnx.merge(graphdef, state["params"], state["rest"], copy=True)
         rows = row_outputs(model, batch, classifier)
         weight = batch["mask"].astype(jnp.float32)
         rows["count"] = jnp.ones_like(weight)
         segment = jnp.where(batch["mask"], batch["clip"], num_clips)  # padding -> dropped segment
-        return {
-            k: sums[k] + jax.ops.segment_sum(v * weight.reshape((-1,) + (1,) * (v.ndim - 1)),
-                                             segment, num_segments=num_clips)
-            for k, v in rows.items()
-        }
+        new = {"sums": {
+            k: acc["sums"][k] + jax.ops.segment_sum(v * weight.reshape((-1,) + (1,) * (v.ndim - 1)),
+                                                    segment, num_segments=num_clips)
+            for k, v in rows.items()}}
+        if "moments" in acc:
+            batch_moments = scoring.residual_block_moments(
+                rows["residual"], batch["is_target"], batch["mask"], block_size=block_size)
+            new["moments"] = scoring.merge_block_moments(acc["moments"], batch_moments)
+        return new
 
     return jax.jit(fn, donate_argnums=(1,))
 
 
 def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.ndarray | None,
-               mesh, progress: bool = True) -> dict[str, np.ndarray]:
+               mesh, progress: bool = True, clip_is_target: np.ndarray | None = None):
     """Mean of every per-window output (see :func:`row_outputs`) over each clip's windows.
 
     Returns numpy arrays with a leading ``clips`` axis; ``count`` holds the windows per clip.
+    With ``clip_is_target`` (bool per clip; autoencoder only), also returns ``moments``: the
+    residual-block moments of all windows per domain (:class:`scoring.BlockMoments`).
     """
     classifier = is_classifier(config)
     num_clips = len(log_mels)
     batch_size = config.input.eval_batch_size
     sharding.check_batch_size(batch_size, mesh)
-    fn = make_clip_sums(graphdef, classifier, num_clips)
+    fn = make_clip_sums(graphdef, classifier, num_clips, config.features.n_mels)
     local = batch_size // jax.process_count()
     lo = jax.process_index() * local
-    sums = None
+    acc = None
     batches = pipeline.eval_batches(log_mels, config.input.window, config.input.eval_hop, batch_size,
                                     config.input.flatten, clip_classes)
     for batch in tqdm.tqdm(batches, desc="scoring", leave=False,
                            disable=not progress or jax.process_index() != 0):
+        if clip_is_target is not None:
+            batch["is_target"] = clip_is_target[batch["clip"]]
         batch = sharding.shard_batch({k: v[lo:lo + local] for k, v in batch.items()}, mesh)
-        if sums is None:
-            shapes = jax.eval_shape(
-                lambda s, b: row_outputs(nnx.merge(graphdef, s["params"], s["rest"]), b, classifier),
-                state, batch)
-            sums = {k: jnp.zeros((num_clips,) + v.shape[1:], jnp.float32) for k, v in shapes.items()}
-            sums["count"] = jnp.zeros((num_clips,), jnp.float32)
-            sums = sharding.replicate(sums, mesh)
-        sums = fn(state, sums, batch)
-    sums = jax.tree.map(np.asarray, multihost_utils.process_allgather(sums, tiled=True))
+        if acc is None:
+            acc = sharding.replicate(zero_accumulators(graphdef, state, batch, classifier, num_clips,
+                                                       clip_is_target is not None, config.features.n_mels), mesh)
+        acc = fn(state, acc, batch)
+    acc = jax.tree.map(np.asarray, multihost_utils.process_allgather(acc, tiled=True))
+    sums = acc["sums"]
     count = sums.pop("count")
     means = {k: v / count.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in sums.items()}
     means["count"] = count
+    if "moments" in acc:
+        means["moments"] = acc["moments"]
     return means
+
+
+def zero_accumulators(graphdef, state, batch, classifier, num_clips, with_moments, block_size):
+    """Zero sums shaped like :func:`row_outputs` per clip (+ empty block moments)."""
+    shapes = jax.eval_shape(
+        lambda s, b: row_outputs(nnx.merge(graphdef, s["params"], s["rest"], copy=True), b, classifier),
+        state, batch)
+    sums = {k: jnp.zeros((num_clips,) + v.shape[1:], jnp.float32) for k, v in shapes.items()}
+    sums["count"] = jnp.zeros((num_clips,), jnp.float32)
+    acc = {"sums": sums}
+    if with_moments:
+        acc["moments"] = scoring.BlockMoments(
+            jnp.zeros((2,)), jnp.zeros((2, block_size)), jnp.zeros((2, block_size, block_size)))
+    return acc
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,8 +243,12 @@ def append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path):
-    """Trains one model on ``unit`` (resuming from its newest checkpoint); returns (graphdef, state)."""
+def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path,
+               allow_training: bool = True):
+    """Trains one model on ``unit`` (resuming from its newest checkpoint); returns (graphdef, state).
+
+    With ``allow_training=False`` the unit's finished checkpoint is loaded, and its absence is an error.
+    """
     classifier = is_classifier(config)
     seed = config.seed
 
@@ -254,6 +283,10 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
         batches.set_state(data_state)
         logging.info("%s: resuming at step %d of %d", unit.name, int(state["step"]), total_steps)
     step = int(state["step"])
+    if not allow_training and step < total_steps:
+        raise FileNotFoundError(
+            f"{unit.name}: no finished checkpoint in {workdir / 'checkpoints' / unit.name} (newest step "
+            f"{ckpt.latest_step()}, training needs {total_steps}); run --mode train or all first")
 
     # --- Loop.
     metrics_path = workdir / "metrics.jsonl"
@@ -300,3 +333,148 @@ def check_finite(monitor: dict[str, jax.Array], unit_name: str) -> float:
             f"{unit_name}: non-finite training loss at step {first_bad}; stopped without saving, so the newest "
             "checkpoint holds the last good state (lower train.learning_rate or check the input features)")
     return float(monitor["loss_sum"]) / max(int(monitor["num_steps"]), 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring: clip-level outputs -> one anomaly score per clip for every configured method.
+
+
+def score_methods(config: ml_collections.ConfigDict) -> list[str]:
+    methods = [m.strip() for m in config.eval.scores.split(",") if m.strip()]
+    allowed = CLASSIFIER_SCORES if is_classifier(config) else AUTOENCODER_SCORES
+    unknown = sorted(set(methods) - set(allowed))
+    if unknown or not methods:
+        raise ValueError(f"eval.scores {config.eval.scores!r}: {config.model.name} supports {allowed}")
+    return methods
+
+
+AUTOENCODER_SCORES = ("mse", "mahalanobis")
+CLASSIFIER_SCORES = ("neg_logit", "knn")
+
+
+def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{method: (train clip scores, test clip scores)}, float64 numpy, larger = more anomalous.
+
+    Training-clip scores set the decision thresholds.
+    """
+    methods = score_methods(config)
+    train_is_target = unit.train["domain"] == 1
+    wants_moments = "mahalanobis" in methods
+    train_out = clip_means(config, graphdef, state, unit.train["log_mel"], unit.train_classes, mesh,
+                           clip_is_target=train_is_target if wants_moments else None)
+    test_out = clip_means(config, graphdef, state, unit.test["log_mel"], unit.test_classes, mesh)
+    scores = {}
+    for method in methods:
+        if method == "mse":
+            pair = train_out["sq_err"], test_out["sq_err"]
+        elif method == "mahalanobis":
+            precisions = scoring.fit_mahalanobis(train_out["moments"])
+            pair = tuple(mahalanobis_of_clip_means(out["residual"], precisions, config.features.n_mels)
+                         for out in (train_out, test_out))
+        elif method == "neg_logit":
+            pair = train_out["neg_logit"], test_out["neg_logit"]
+        else:  # knn
+            raise NotImplementedError("knn scoring lands with the MobileNetV2 issue")
+        scores[method] = tuple(np.asarray(p, np.float64) for p in pair)
+    return scores
+
+
+def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions, block_size: int) -> jax.Array:
+    """Mahalanobis score from each clip's mean residual vector (clips, window * mels).
+
+    The mean over a clip's windows of its residual, cut into ``block_size`` blocks and averaged
+    again, is the clip's mean residual block, which is all the score needs.
+    """
+    num_clips = len(mean_residual)
+    return scoring.mahalanobis_clip_scores(
+        jnp.asarray(mean_residual), jnp.zeros_like(mean_residual), jnp.arange(num_clips), num_clips,
+        precisions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver.
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> str:
+    return os.path.join("workdirs", config.model.name)
+
+
+def make_units(config, machine: str, train_split: dict, test_split: dict) -> list[Unit]:
+    """The training units of one machine type: the whole type, or one per section."""
+    if not config.data.per_section:
+        return [Unit(name=machine, machine=machine, train=train_split, test=test_split)]
+    units = []
+    for section in np.unique(train_split["section"]):
+        units.append(Unit(
+            name=f"{machine}_section_{section:02d}", machine=machine,
+            train=select_clips(train_split, train_split["section"] == section),
+            test=select_clips(test_split, test_split["section"] == section)))
+    return units
+
+
+def clip_table(tests: list[dict[str, np.ndarray]], scores: list[np.ndarray]) -> evaluate.ClipScores:
+    """Per-clip metadata of test splits + their scores -> one results table."""
+    def column(name):
+        return np.concatenate([t[name] for t in tests])
+    domain_names = np.array(["unknown", "source", "target"])
+    return evaluate.ClipScores(
+        machine=column("machine"), section=column("section"), file_name=column("file_name"),
+        domain=domain_names[column("domain") + 1], label=column("label"), score=np.concatenate(scores))
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+    if jax.process_index() == 0:
+        evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
+    """Prepares the data, trains one model per unit, scores the test clips and writes ``results/``.
+
+    mode: "prepare" (shards only), "train" (no scoring), "evaluate" (score with the finished
+    checkpoints; an unfinished unit is an error), "all". Returns the report (markdown) when it
+    scores.
+    """
+    from mdg.data import prepare, tfds_builder   # the data stack is only needed from here on
+
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(config, workdir)
+    builders = prepare.prepare(config)
+    if mode == "prepare":
+        return None
+
+    mesh = sharding.make_mesh(config.train.num_devices or None)
+    logging.info("mesh: %d devices %s", mesh.size, mesh.devices.ravel().tolist())
+    methods = score_methods(config)
+    train_scores = {m: [] for m in methods}
+    train_machines = []
+    test_scores = {m: [] for m in methods}
+    test_splits = []
+    for machine, builder in builders.items():
+        train_split = tfds_builder.load_split(builder, "train")
+        test_split = tfds_builder.load_split(builder, "test")
+        for unit in make_units(config, machine, train_split, test_split):
+            graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
+            if mode == "train":
+                continue
+            for method, (train, test) in score_unit(config, unit, graphdef, state, mesh).items():
+                train_scores[method].append(train)
+                test_scores[method].append(test)
+            train_machines.append(unit.train["machine"])
+            test_splits.append(unit.test)
+    if mode == "train":
+        return None
+
+    results_dir = workdir / "results"
+    machines = np.concatenate(train_machines)
+    summaries = {}
+    for method in methods:
+        thresholds = evaluate.fit_machine_thresholds(
+            machines, np.concatenate(train_scores[method]), config.eval.decision_percentile)
+        summaries[method] = evaluate.evaluate_method(
+            results_dir, method, clip_table(test_splits, test_scores[method]), thresholds,
+            max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
+    report = evaluate.write_report(results_dir, summaries)
+    if jax.process_index() == 0:
+        print(report)
+    return report
