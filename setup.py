@@ -20,6 +20,9 @@ setuptools.setup(
         "ml-collections>=0.1.1",
         "tensorflow-datasets>=4.9.7",
         "array-record>=0.5",
+        # tensorflow-datasets imports it for builders defined in packages but declares it only for
+        # Python < 3.9 (tensorflow/datasets#11212).
+        "importlib_resources",
         "absl-py>=2.0",
         "tqdm>=4.60",
         "matplotlib>=3.7",

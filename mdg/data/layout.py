@@ -208,6 +208,13 @@ def parse_clip_name(file_name: str, machine: str, split: str, path: str | None =
         "nor 'section_XX_NNNN.wav'")
 
 
+def is_unlabelled_name(file_name: str) -> bool:
+    """True for an unlabelled evaluation name (``section_03_0000.wav``; a path is reduced to its
+    base name), whose label, domain and attributes the name does not say."""
+    base = os.path.basename(file_name)
+    return base.endswith(".wav") and _EVAL_NAME.fullmatch(base[:-len(".wav")]) is not None
+
+
 def _check_on_error(on_error: str) -> None:
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")

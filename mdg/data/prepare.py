@@ -14,8 +14,10 @@ import json
 import os
 import pathlib
 
+import jax
 import ml_collections
 from absl import logging
+from jax.experimental import multihost_utils
 
 from mdg.data import layout, synthetic, tfds_builder
 
@@ -86,7 +88,19 @@ def machine_types(config: ml_collections.ConfigDict, root: pathlib.Path) -> list
 
 
 def prepare(config: ml_collections.ConfigDict) -> dict[str, "tfds_builder.tfds.core.DatasetBuilder"]:
-    """Builds (or reuses) the shards of every selected machine type; returns {machine: builder}."""
+    """Builds (or reuses) the shards of every selected machine type; returns {machine: builder}.
+
+    With several processes, process 0 generates and builds while the others wait, then every
+    process opens the finished shards (two builders of one dataset would race on TFDS's rename).
+    """
+    if jax.process_count() > 1:
+        if jax.process_index() == 0:
+            _prepare(config)
+        multihost_utils.sync_global_devices("mdg data prepared")
+    return _prepare(config)
+
+
+def _prepare(config: ml_collections.ConfigDict) -> dict[str, "tfds_builder.tfds.core.DatasetBuilder"]:
     root = data_root(config)
     shards = cache_dir(config) / "tfds"
     builders = {}
