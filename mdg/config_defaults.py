@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.validation_split = 0.1  # fraction of training clips held out (by clip) for the val loss
     c.data.per_section = False    # one model per (machine type, section) instead of per machine type
     c.data.eval_ground_truth = ""  # folder of the evaluator's ground-truth CSVs, for eval sets
+    c.data.target = ""            # classifiers: "section", "section_attribute" or "machine_section"
     c.data.synthetic = ml_collections.ConfigDict()
     c.data.synthetic.machines = "fan,gearbox,bearing,slider,valve"
     c.data.synthetic.num_source_train = 990
@@ -65,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.scores = "mse"         # comma-separated scoring methods
     c.eval.decision_percentile = 0.9
     c.eval.max_fpr = 0.1
+    c.eval.knn_k = 1              # neighbours of the kNN embedding score
     return c
 
 

@@ -300,6 +300,31 @@ def mahalanobis_clip_scores(
     return jnp.min(per_domain, axis=0)
 
 
+def negative_logit_rows(
+    logits: jax.Array, candidates: jax.Array, eps: float = sys.float_info.epsilon
+) -> jax.Array:
+    """Per-window baseline score ``log(max(1-p, eps)) - log(max(p, eps))``.
+
+    Args:
+      logits: ``(rows, num_classes)`` float, pre-softmax outputs per patch.
+      candidates: ``(rows, num_classes)`` bool, the classes the window's clip may belong to: one
+        True (its class) for a clip whose class was seen in training, else every class of its
+        section (:func:`mdg.data.targets.true_class_mask`); ``p`` is the largest softmax
+        probability among them, which for a single candidate is the baseline's ``p``.
+      eps: probability floor; the baseline's ``sys.float_info.epsilon``.
+
+    Returns:
+      ``(rows,)`` float, in nats.
+    """
+    log_total = jax.nn.logsumexp(logits, axis=1)
+    best = jnp.argmax(jnp.where(candidates, logits, -jnp.inf), axis=1)
+    chosen = jax.nn.one_hot(best, logits.shape[1], dtype=bool)
+    log_p = jnp.take_along_axis(logits, best[:, None], axis=1)[:, 0] - log_total
+    log_rest = jax.nn.logsumexp(logits, axis=1, where=~chosen) - log_total  # log(1 - p)
+    log_eps = jnp.log(jnp.asarray(eps, logits.dtype))
+    return jnp.maximum(log_rest, log_eps) - jnp.maximum(log_p, log_eps)
+
+
 @functools.partial(jax.jit, static_argnames=("num_clips", "eps"))
 def negative_logit_clip_scores(
     logits: jax.Array,
@@ -313,7 +338,8 @@ def negative_logit_clip_scores(
     Args:
       logits: ``(rows, num_classes)`` float, pre-softmax outputs per patch.
       clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      true_class: ``(num_clips,)`` int, the clip's class (section) index.
+      true_class: ``(num_clips,)`` int, the clip's class (section) index, or ``(num_clips,
+        num_classes)`` bool candidate classes (see :func:`negative_logit_rows`).
       num_clips: number of clips (static).
       eps: probability floor (static); the baseline's ``sys.float_info.epsilon``.
 
@@ -323,15 +349,12 @@ def negative_logit_clip_scores(
     if logits.ndim != 2:
         raise ValueError(f"mdg/scoring.py: `logits` must be (rows, classes), got {logits.shape}")
     _check_rows("clip_id", clip_id, logits.shape[0], 1)
-    _check_rows("true_class", true_class, num_clips, 1)
-    row_class = true_class[clip_id]
-    is_true = jax.nn.one_hot(row_class, logits.shape[1], dtype=bool)
-    log_total = jax.nn.logsumexp(logits, axis=1)
-    log_p = jnp.take_along_axis(logits, row_class[:, None], axis=1)[:, 0] - log_total
-    log_rest = jax.nn.logsumexp(logits, axis=1, where=~is_true) - log_total  # log(1 - p)
-    log_eps = jnp.log(jnp.asarray(eps, logits.dtype))
-    per_patch = jnp.maximum(log_rest, log_eps) - jnp.maximum(log_p, log_eps)
-    return segment_mean(per_patch, clip_id, num_clips)
+    if true_class.ndim == 1:
+        _check_rows("true_class", true_class, num_clips, 1)
+        true_class = jax.nn.one_hot(true_class, logits.shape[1], dtype=bool)
+    if true_class.shape != (num_clips, logits.shape[1]):
+        raise ValueError(f"mdg/scoring.py: `true_class` mask must be (num_clips, classes), got {true_class.shape}")
+    return segment_mean(negative_logit_rows(logits, true_class[clip_id], eps), clip_id, num_clips)
 
 
 def _unit_rows(x: jax.Array) -> jax.Array:
@@ -346,6 +369,7 @@ def knn_clip_scores(
     train_is_target: jax.Array,
     k: int = 1,
     chunk_size: int = 1024,
+    exclude: jax.Array | None = None,
 ) -> jax.Array:
     """Domain-wise kNN cosine distance: min over {source, target} of the mean distance to k nearest.
 
@@ -355,6 +379,8 @@ def knn_clip_scores(
       train_is_target: ``(n_train,)`` bool, True for target-domain training clips.
       k: neighbours per domain (static); a domain with fewer clips uses all of them.
       chunk_size: test rows per matmul (static); bounds memory to ``chunk_size x n_train``.
+      exclude: optional ``(n_test,)`` int, a training row each test row must not use (-1: none);
+        scoring the training clips themselves leave-one-out passes ``arange(n_train)``.
 
     Returns:
       ``(n_test,)`` float cosine distance ``1 - cos`` in [0, 2]. An all-zero embedding has
@@ -371,18 +397,23 @@ def knn_clip_scores(
     _check_rows("train_is_target", train_is_target, n_train, 1)
     if n_train == 0 or k < 1:
         raise ValueError(f"mdg/scoring.py: need n_train >= 1 and k >= 1, got {n_train} and {k}")
+    if exclude is None:
+        exclude = jnp.full((test_embeddings.shape[0],), -1, jnp.int32)
+    _check_rows("exclude", exclude, test_embeddings.shape[0], 1)
     top = min(k, n_train)
     train_unit = _unit_rows(train_embeddings)
     in_domain = jnp.stack([~train_is_target, train_is_target])  # (2, n_train)
-    neighbours = jnp.minimum(k, in_domain.sum(axis=1))  # (2,) min(k, count)
-    used = jnp.arange(top)[None, :] < neighbours[:, None]  # (2, top)
 
-    def score_row(test_row: jax.Array) -> jax.Array:
+    def score_row(row: tuple[jax.Array, jax.Array]) -> jax.Array:
+        test_row, excluded = row
+        usable = in_domain & (jnp.arange(n_train) != excluded)[None]
+        neighbours = jnp.minimum(k, usable.sum(axis=1))  # (2,) min(k, count)
+        used = jnp.arange(top)[None, :] < neighbours[:, None]  # (2, top)
         distance = 1.0 - train_unit @ _unit_rows(test_row)  # (n_train,)
-        masked = jnp.where(in_domain, distance[None], jnp.inf)
+        masked = jnp.where(usable, distance[None], jnp.inf)
         nearest = -jax.lax.top_k(-masked, top)[0]  # (2, top), ascending
         total = jnp.sum(jnp.where(used, nearest, 0.0), axis=1)
         per_domain = jnp.where(neighbours > 0, total / jnp.maximum(neighbours, 1), jnp.inf)
         return jnp.min(per_domain)
 
-    return jax.lax.map(score_row, test_embeddings, batch_size=chunk_size)
+    return jax.lax.map(score_row, (test_embeddings, exclude), batch_size=chunk_size)

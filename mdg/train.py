@@ -29,7 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from mdg import checkpoint, evaluate, models, scoring, sharding
-from mdg.data import pipeline
+from mdg.data import layout, pipeline, prepare, targets, tfds_builder
 
 Batch = dict[str, jax.Array]
 
@@ -89,18 +89,19 @@ def row_outputs(model: nnx.Module, batch: Batch, classifier: bool) -> dict[str, 
 
     autoencoder: ``sq_err`` mean squared reconstruction error of the window, ``residual`` its
     input minus reconstruction (window * mels); ``loss`` = ``sq_err``.
-    classifier: ``neg_logit`` = log(max(1-p, eps)) - log(max(p, eps)) with p the softmax
-    probability of the window's true class, ``embedding`` the pooled embedding; ``loss`` the
-    window's cross-entropy.
+    classifier: ``neg_logit`` (:func:`scoring.negative_logit_rows`; ``batch["y"]`` is the clip's
+    class, or a (batch, classes) bool mask of candidate classes for clips whose attribute
+    combination was not seen in training), ``embedding`` the pooled embedding, ``loss`` the
+    cross-entropy against the (uniformly weighted) candidates.
     """
     if classifier:
         logits, embedding = model(batch["x"])
-        log_p = jax.nn.log_softmax(logits)
-        p = jnp.take_along_axis(jnp.exp(log_p), batch["y"][:, None], axis=1)[:, 0]
-        eps = jnp.finfo(jnp.float32).eps
-        neg_logit = jnp.log(jnp.maximum(1.0 - p, eps)) - jnp.log(jnp.maximum(p, eps))
-        loss = -jnp.take_along_axis(log_p, batch["y"][:, None], axis=1)[:, 0]
-        return {"neg_logit": neg_logit, "embedding": embedding, "loss": loss}
+        y = batch["y"]
+        candidates = y if y.ndim == 2 else jax.nn.one_hot(y, logits.shape[1], dtype=bool)
+        target = candidates / jnp.sum(candidates, axis=1, keepdims=True)
+        return {"neg_logit": scoring.negative_logit_rows(logits, candidates),
+                "embedding": embedding,
+                "loss": optax.softmax_cross_entropy(logits, target)}
     residual = batch["x"] - model(batch["x"])
     sq_err = jnp.mean(jnp.square(residual), axis=-1)
     return {"sq_err": sq_err, "residual": residual, "loss": sq_err}
@@ -373,8 +374,12 @@ def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.
                          for out in (train_out, test_out))
         elif method == "neg_logit":
             pair = train_out["neg_logit"], test_out["neg_logit"]
-        else:  # knn
-            raise NotImplementedError("knn scoring lands with the MobileNetV2 issue")
+        else:  # knn: training clips are scored leave-one-out, so none is its own neighbour
+            bank = jnp.asarray(train_out["embedding"])
+            pair = (scoring.knn_clip_scores(bank, bank, train_is_target, k=config.eval.knn_k,
+                                            exclude=jnp.arange(len(bank))),
+                    scoring.knn_clip_scores(jnp.asarray(test_out["embedding"]), bank, train_is_target,
+                                            k=config.eval.knn_k))
         scores[method] = tuple(np.asarray(p, np.float64) for p in pair)
     return scores
 
@@ -399,17 +404,54 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
     return os.path.join("workdirs", config.model.name)
 
 
-def make_units(config, machine: str, train_split: dict, test_split: dict) -> list[Unit]:
-    """The training units of one machine type: the whole type, or one per section."""
-    if not config.data.per_section:
-        return [Unit(name=machine, machine=machine, train=train_split, test=test_split)]
-    units = []
-    for section in np.unique(train_split["section"]):
-        units.append(Unit(
-            name=f"{machine}_section_{section:02d}", machine=machine,
-            train=select_clips(train_split, train_split["section"] == section),
-            test=select_clips(test_split, test_split["section"] == section)))
+def make_units(config, splits: dict[str, tuple[dict, dict]]) -> list[Unit]:
+    """Training units from {machine: (train split, test split)}.
+
+    One unit per machine type, or per (machine type, section) with ``data.per_section``, or
+    one over all machine types for the ``machine_section`` classification target.
+    """
+    if is_classifier(config) and config.data.target == "machine_section":
+        units = [Unit(name="all_machines", machine="all",
+                      train=concatenate_splits([tr for tr, _ in splits.values()]),
+                      test=concatenate_splits([te for _, te in splits.values()]))]
+    else:
+        units = []
+        for machine, (train_split, test_split) in splits.items():
+            if not config.data.per_section:
+                units.append(Unit(name=machine, machine=machine, train=train_split, test=test_split))
+                continue
+            for section in np.unique(train_split["section"]):
+                units.append(Unit(
+                    name=f"{machine}_section_{section:02d}", machine=machine,
+                    train=select_clips(train_split, train_split["section"] == section),
+                    test=select_clips(test_split, test_split["section"] == section)))
+    if is_classifier(config):
+        for unit in units:
+            add_class_targets(unit, config.data.target)
     return units
+
+
+def concatenate_splits(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """One split from several machine types' splits (their clips must have equal frame counts)."""
+    frames = {p["log_mel"].shape[1:] for p in parts}
+    if len(frames) > 1:
+        raise ValueError(f"the machine_section target trains one model on all machine types, whose clips "
+                         f"must then have one length; found log-Mel shapes {sorted(frames)}")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def add_class_targets(unit: Unit, kind: str) -> None:
+    """Class list from the unit's training clips; int classes for training clips and candidate
+    masks for test clips (an attribute combination unseen in training -> its section's classes)."""
+    def keys(split, attributes_known=None):
+        return targets.class_keys(kind, split["machine"], split["section"], split["attribute_names"],
+                                  split["attribute_values"], attributes_known=attributes_known)
+
+    train_keys = keys(unit.train)
+    unit.class_names = targets.build_classes(kind, train_keys)
+    unit.train_classes = targets.encode(train_keys, unit.class_names)
+    known = [not layout.is_unlabelled_name(n) for n in unit.test["file_name"]]
+    unit.test_classes = targets.true_class_mask(keys(unit.test, known), unit.class_names, unknown="section")
 
 
 def clip_table(tests: list[dict[str, np.ndarray]], scores: list[np.ndarray]) -> evaluate.ClipScores:
@@ -427,6 +469,24 @@ def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> No
         evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
 
+def load_splits(config, machine: str, builder) -> tuple[dict, dict]:
+    """(train, test) per-clip arrays of one machine type; eval-set ground truth applied if given."""
+    train_split = tfds_builder.load_split(builder, "train")
+    test_split = tfds_builder.load_split(builder, "test")
+    if config.data.eval_ground_truth:
+        test_split = prepare.with_ground_truth(test_split, machine, config.data.eval_ground_truth)
+    return train_split, test_split
+
+
+def iterate_units(config, builders: dict):
+    """Units in order, loading one machine type's shards at a time where the units allow it."""
+    if is_classifier(config) and config.data.target == "machine_section":
+        yield from make_units(config, {m: load_splits(config, m, b) for m, b in builders.items()})
+        return
+    for machine, builder in builders.items():
+        yield from make_units(config, {machine: load_splits(config, machine, builder)})
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
     """Prepares the data, trains one model per unit, scores the test clips and writes ``results/``.
 
@@ -434,8 +494,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     checkpoints; an unfinished unit is an error), "all". Returns the report (markdown) when it
     scores.
     """
-    from mdg.data import prepare, tfds_builder   # the data stack is only needed from here on
-
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
@@ -450,18 +508,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     train_machines = []
     test_scores = {m: [] for m in methods}
     test_splits = []
-    for machine, builder in builders.items():
-        train_split = tfds_builder.load_split(builder, "train")
-        test_split = tfds_builder.load_split(builder, "test")
-        for unit in make_units(config, machine, train_split, test_split):
-            graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
-            if mode == "train":
-                continue
-            for method, (train, test) in score_unit(config, unit, graphdef, state, mesh).items():
-                train_scores[method].append(train)
-                test_scores[method].append(test)
-            train_machines.append(unit.train["machine"])
-            test_splits.append(unit.test)
+    for unit in iterate_units(config, builders):
+        graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
+        if mode == "train":
+            continue
+        for method, (train, test) in score_unit(config, unit, graphdef, state, mesh).items():
+            train_scores[method].append(train)
+            test_scores[method].append(test)
+        train_machines.append(unit.train["machine"])
+        test_splits.append(unit.test)
     if mode == "train":
         return None
 

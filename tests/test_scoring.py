@@ -180,6 +180,23 @@ def test_negative_logit_matches_baseline_formula():
         np.testing.assert_allclose(got[clip], want, rtol=1e-4, atol=1e-4)
 
 
+def test_negative_logit_with_candidate_classes_uses_the_most_probable_candidate():
+    rng = np.random.default_rng(8)
+    clip_id = _clip_layout(rng, [3, 2])
+    logits = rng.normal(scale=2, size=(clip_id.size, 5)).astype(np.float32)
+    candidates = np.array([[True, False, True, False, False],    # unseen combo: classes 0, 2
+                           [False, False, False, True, False]])  # seen: class 3 only
+    got = scoring.negative_logit_clip_scores(logits, clip_id, candidates, 2)
+    eps = sys.float_info.epsilon
+    p_all = softmax(logits.astype(np.float64), axis=1)
+    for clip in range(2):
+        p = p_all[clip_id == clip][:, candidates[clip]].max(axis=1)
+        want = np.mean(np.log(np.maximum(1 - p, eps)) - np.log(np.maximum(p, eps)))
+        np.testing.assert_allclose(got[clip], want, rtol=1e-4, atol=1e-4)
+    one_hot = scoring.negative_logit_clip_scores(logits, clip_id, np.array([0, 3]), 2)
+    np.testing.assert_allclose(got[1], one_hot[1], rtol=1e-6)
+
+
 def _knn_reference(test, train, train_is_target, k):
     scores = np.full(test.shape[0], np.inf)
     for mask in (~train_is_target, train_is_target):
@@ -228,3 +245,15 @@ def test_block_moments_leave_out_masked_rows():
         np.testing.assert_allclose(masked.mean[domain], blocks.mean(axis=0), rtol=1e-4, atol=1e-5)
         centred = blocks - blocks.mean(axis=0)
         np.testing.assert_allclose(masked.scatter[domain], centred.T @ centred, rtol=1e-4, atol=1e-3)
+
+
+def test_knn_leave_one_out_matches_sklearn_without_the_row_itself():
+    rng = np.random.default_rng(9)
+    train = rng.normal(size=(15, 6))
+    train_is_target = np.zeros(15, bool)
+    train_is_target[[1, 4, 7]] = True
+    got = scoring.knn_clip_scores(train, train, train_is_target, k=2, exclude=np.arange(15))
+    for i in range(15):
+        keep = np.arange(15) != i
+        want = _knn_reference(train[i:i + 1], train[keep], train_is_target[keep], 2)
+        np.testing.assert_allclose(got[i], want[0], rtol=1e-4, atol=1e-5)

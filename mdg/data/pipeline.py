@@ -125,8 +125,9 @@ def eval_batches(log_mels: np.ndarray, window: int, hop: int, batch_size: int, f
                  clip_labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
     """All windows of all clips in order, in fixed-size batches padded at the end.
 
-    Yields dicts with ``x`` (batch_size, ...), ``y`` int32 class of the window's clip, ``clip``
-    int32 clip index and ``mask`` bool (False on padding rows).
+    Yields dicts with ``x`` (batch_size, ...), ``y`` the row of ``clip_labels`` of the window's
+    clip (int32 class, or a bool mask of candidate classes; zeros without labels), ``clip`` int32
+    clip index and ``mask`` bool (False on padding rows).
     """
     num_clips, num_frames, _ = log_mels.shape
     clip, start = window_index(num_clips, num_frames, window, hop)
@@ -138,7 +139,7 @@ def eval_batches(log_mels: np.ndarray, window: int, hop: int, batch_size: int, f
         y = clip_labels[c] if clip_labels is not None else np.zeros(batch_size, np.int32)
         yield {
             "x": gather_windows(log_mels, c, start[rows], window, flatten),
-            "y": y.astype(np.int32),
+            "y": y,
             "clip": c,
             "mask": np.arange(batch_size) < batch_size - pad,
         }

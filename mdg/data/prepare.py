@@ -15,6 +15,7 @@ import os
 import pathlib
 
 import jax
+import numpy as np
 import ml_collections
 from absl import logging
 from jax.experimental import multihost_utils
@@ -108,3 +109,16 @@ def _prepare(config: ml_collections.ConfigDict) -> dict[str, "tfds_builder.tfds.
         builders[machine] = tfds_builder.prepare(
             root, machine, shards, feature_kwargs(config), on_error=config.data.on_error)
     return builders
+
+
+def with_ground_truth(test_split: dict, machine: str, ground_truth_dir: str) -> dict:
+    """A test split whose unlabelled (eval-set) clips get label and domain from the evaluator's CSVs.
+
+    ``test_split``: per-clip arrays as loaded from the shards; returns a new dict (same order).
+    """
+    clips = [layout.parse_clip_name(name, machine, "test") for name in test_split["file_name"]]
+    filled = layout.read_eval_ground_truth(ground_truth_dir, machine, clips)
+    domain_code = {"source": 0, "target": 1}
+    return dict(test_split,
+                label=np.array([c.label for c in filled], np.int32),
+                domain=np.array([domain_code[c.domain] for c in filled], np.int32))

@@ -1,0 +1,49 @@
+"""MobileNetV2 baseline of the MIMII DG paper: classify sections (or attributes), score by negative logit.
+
+Variants (``--config configs/mobilenet_v2.py:VARIANT``):
+  (none)  the paper's model and training settings on a synthetic dataset sized for a 2-core CPU
+  full    full-size synthetic dataset (990 + 10 train, 200 test clips per section)
+  tiny    seconds-long smoke run (tests)
+DCASE 2023 (one section per machine type): ``--config.data.target=section_attribute``.
+"""
+
+from mdg import config_defaults
+
+
+def get_config(variant: str = ""):
+    c = config_defaults.base_config()
+    c.model.name = "mobilenet_v2"
+    c.model.alpha = 0.5
+    c.data.target = "section"
+
+    c.input.window = 64           # 64 frames x 128 mels per patch
+    c.input.train_hop = 8
+    c.input.eval_hop = 1
+    c.input.flatten = False
+    c.input.eval_batch_size = 256
+
+    c.train.learning_rate = 1e-4  # the paper; the Keras baseline code used 1e-5
+    c.train.num_epochs = 20
+    c.train.batch_size = 128
+    c.train.log_every_steps = 100
+    c.eval.scores = "neg_logit,knn"
+
+    if variant in ("", "default"):
+        config_defaults.small_synthetic(c, num_source_train=16, num_target_train=2, num_test=5)
+    elif variant == "full":
+        pass
+    elif variant == "tiny":
+        config_defaults.small_synthetic(c, num_source_train=4, num_target_train=2, num_test=2)
+        c.data.synthetic.machines = "fan,valve"
+        c.data.synthetic.duration_s = 2.0
+        c.model.alpha = 0.35
+        c.input.window = 32
+        c.input.eval_hop = 8
+        c.train.num_epochs = 2
+        c.train.batch_size = 16
+        c.train.log_every_steps = 10
+        c.ckpt.save_every_steps = 20
+        c.input.eval_batch_size = 64
+    else:
+        raise ValueError(f"unknown variant {variant!r} of configs/mobilenet_v2.py (known: default, full, tiny)")
+    return c
