@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.stats
+from absl import logging
 
 from mdg import metrics
 
@@ -186,8 +187,11 @@ def fit_decision_threshold(train_scores: Sequence[float] | np.ndarray,
         raise ValueError(f"need at least 2 finite training scores to fit a gamma distribution, got "
                          f"{scores.size} ({np.count_nonzero(~np.isfinite(scores))} non-finite)")
     if np.ptp(scores) == 0.0:
-        raise ValueError(f"all {scores.size} training scores equal {scores[0]}: cannot fit a gamma "
-                         "distribution to constant scores")
+        # A gamma cannot be fitted; the only sensible cut is the value itself (a clip is anomalous
+        # iff it scores above every training clip). Seen with badly undertrained models.
+        logging.warning("all %d training scores equal %g: no gamma fit possible, using that constant "
+                        "value as the decision threshold", scores.size, scores[0])
+        return float(scores[0])
     shape, loc, scale = scipy.stats.gamma.fit(scores)
     threshold = float(scipy.stats.gamma.ppf(percentile, shape, loc=loc, scale=scale))
     if not math.isfinite(threshold):

@@ -22,11 +22,25 @@ DATA_AXIS = "data"
 def initialize_distributed() -> None:
     """Starts jax.distributed when launched as one of several processes, else does nothing.
 
-    The coordinator address, process count and id come from the environment as
-    ``jax.distributed.initialize`` reads it (SLURM, TPU VMs, or ``JAX_COORDINATOR_ADDRESS`` +
-    ``JAX_NUM_PROCESSES`` + ``JAX_PROCESS_ID`` set by ``launch/``).
+    - ``JAX_NUM_PROCESSES`` > 1 (set by ``launch/local_multiprocess.py``, or by hand): the
+      process count, ``JAX_PROCESS_ID`` and ``JAX_COORDINATOR_ADDRESS`` ("host:port") come from
+      the environment. jax 0.10 reads only the address by itself, so all three are passed.
+    - SLURM with more than one task, or ``MDG_DISTRIBUTED=auto`` (Cloud TPU VM pods, Open MPI):
+      ``jax.distributed.initialize()`` detects everything itself.
+
+    Raises ValueError when ``JAX_NUM_PROCESSES`` > 1 but the id or address is missing or bad.
     """
-    if int(os.environ.get("JAX_NUM_PROCESSES", "1")) > 1 or "SLURM_NTASKS" in os.environ:
+    num_processes = int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+    if num_processes > 1:
+        address, process_id = os.environ.get("JAX_COORDINATOR_ADDRESS"), os.environ.get("JAX_PROCESS_ID")
+        if not address or process_id is None or not process_id.isdigit():
+            raise ValueError(
+                f"JAX_NUM_PROCESSES={num_processes} needs JAX_COORDINATOR_ADDRESS (host:port, got "
+                f"{address!r}) and JAX_PROCESS_ID (0..{num_processes - 1}, got {process_id!r})")
+        jax.distributed.initialize(address, num_processes, int(process_id))
+    # A one-task SLURM job stays single-process: auto-detection would also hide all but one GPU.
+    elif (int(os.environ.get("SLURM_NTASKS", "1")) > 1
+          or os.environ.get("MDG_DISTRIBUTED") == "auto"):
         jax.distributed.initialize()
     logging.info(
         "process %d of %d; %d local / %d global devices: %s",

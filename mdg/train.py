@@ -294,7 +294,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     monitor = new_monitor(mesh)
     epoch_start, steps_at_epoch_start = time.perf_counter(), step
     bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"train {unit.name}", unit="step",
-                    disable=jax.process_index() != 0)
+                    disable=jax.process_index() != 0 or step >= total_steps)
     while step < total_steps:
         state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
         step += 1

@@ -1,0 +1,92 @@
+"""Multi-host on one machine: 2 processes x 2 CPU devices train and score like 1 process x 4 devices.
+
+Also checks the launcher's contract: the JAX variables each process gets, the ``[pI]`` output
+prefix, and that one failing (or hanging) process stops the whole run.
+"""
+
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+import multiprocess_driver
+
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_launcher():
+    """launch/ is a folder of scripts, not a package: load local_multiprocess.py by path."""
+    spec = importlib.util.spec_from_file_location(
+        "local_multiprocess", PROJECT_ROOT / "launch" / "local_multiprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+launcher = load_launcher()
+
+
+def losses_of(workdir: pathlib.Path) -> list[float]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)[key] for line in lines for key in ("loss", "val_loss")]
+
+
+def test_two_processes_train_and_score_like_one_process(tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(PROJECT_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    output = io.StringIO()
+    status = launcher.run(
+        [sys.executable, str(PROJECT_ROOT / "tests" / "multiprocess_driver.py"),
+         "--workdir", str(tmp_path / "multi")],
+        num_processes=2, devices_per_process=2, timeout_s=240, output=output, env=env)
+    assert status == 0, output.getvalue()
+    multi = multiprocess_driver.read_result(tmp_path / "multi")
+    single = multiprocess_driver.train_and_score(tmp_path / "single", num_devices=4)
+
+    assert int(multi["process_count"]) == 2 and int(single["process_count"]) == 1
+    assert int(multi["device_count"]) == int(single["device_count"]) == 4
+    assert int(multi["step"]) == int(single["step"]) == 10
+    # Tolerances as in test_train's device-count test (see its comment on BN and Adam noise).
+    np.testing.assert_allclose(losses_of(tmp_path / "multi"), losses_of(tmp_path / "single"), rtol=1e-5)
+    np.testing.assert_array_equal(multi["count"], single["count"])
+    for key in ("sq_err", "residual"):
+        np.testing.assert_allclose(multi[key], single[key], rtol=2e-3, atol=2e-3)
+
+    # The checkpoint both processes wrote together is complete: restored here (no training
+    # left to do), it reproduces the multi-process outputs.
+    restored = multiprocess_driver.train_and_score(tmp_path / "multi", num_devices=4)
+    for key in ("sq_err", "residual"):
+        np.testing.assert_allclose(restored[key], multi[key], rtol=1e-5, atol=1e-6)
+
+
+def test_launcher_sets_jax_variables_and_stops_all_when_one_fails(capsys):
+    child = ("import os, sys, time\n"
+             "e = os.environ\n"
+             "print('vars', e['JAX_PROCESS_ID'], e['JAX_NUM_PROCESSES'], e['JAX_COORDINATOR_ADDRESS'],"
+             " e['JAX_NUM_CPU_DEVICES'], e['JAX_PLATFORMS'])\n"
+             "sys.exit(3) if e['JAX_PROCESS_ID'] == '1' else time.sleep(120)\n")
+    start = time.monotonic()
+    status = launcher.main(["--num_processes", "3", "--devices_per_process", "2", "--",
+                            sys.executable, "-c", child])
+    elapsed = time.monotonic() - start
+    assert status == 3
+    assert elapsed < 60   # the sleeping processes were killed, not waited for
+    lines = [line.split() for line in capsys.readouterr().out.splitlines() if " vars " in line]
+    assert sorted(line[0] for line in lines) == ["[p0]", "[p1]", "[p2]"]
+    assert all(line[0] == f"[p{line[2]}]" and line[3:4] == ["3"] and line[5:] == ["2", "cpu"]
+               for line in lines)
+    address = {line[4] for line in lines}
+    assert len(address) == 1 and address.pop().startswith("127.0.0.1:")
+
+
+def test_launcher_times_out_hanging_processes():
+    output = io.StringIO()
+    status = launcher.run([sys.executable, "-c", "import time; time.sleep(120)"], num_processes=2,
+                          timeout_s=1.0, output=output)
+    assert status == launcher.TIMEOUT_EXIT_CODE
+    assert "timeout" in output.getvalue()
