@@ -33,17 +33,10 @@ def get_config(variant: str = ""):
     elif variant == "full":
         pass
     elif variant == "tiny":
-        config_defaults.small_synthetic(c, num_source_train=4, num_target_train=2, num_test=2)
-        c.data.synthetic.machines = "fan,valve"
-        c.data.synthetic.duration_s = 2.0
+        config_defaults.tiny_run(c, batch_size=64, eval_batch_size=512)
         c.model.hidden_dim = 32
         c.model.num_hidden_layers = 2
         c.model.bottleneck_dim = 4
-        c.train.num_epochs = 2
-        c.train.batch_size = 64
-        c.train.log_every_steps = 10
-        c.ckpt.save_every_steps = 20
-        c.input.eval_batch_size = 512
     else:
         raise ValueError(f"unknown variant {variant!r} of configs/ae.py (known: default, full, tiny)")
     return c

@@ -38,18 +38,11 @@ def get_config(variant: str = ""):
     elif variant == "full":
         pass
     elif variant == "tiny":
-        config_defaults.small_synthetic(c, num_source_train=4, num_target_train=2, num_test=2)
-        c.data.synthetic.machines = "fan,valve"
-        c.data.synthetic.duration_s = 2.0
+        config_defaults.tiny_run(c, batch_size=16, eval_batch_size=64)
         c.model.alpha = 0.35
         c.model.bn_momentum = 0.5
         c.input.window = 32
         c.input.eval_hop = 8
-        c.train.num_epochs = 2
-        c.train.batch_size = 16
-        c.train.log_every_steps = 10
-        c.ckpt.save_every_steps = 20
-        c.input.eval_batch_size = 64
     else:
         raise ValueError(f"unknown variant {variant!r} of configs/mobilenet_v2.py (known: default, full, tiny)")
     return c

@@ -76,3 +76,18 @@ def small_synthetic(c: ml_collections.ConfigDict, num_source_train: int, num_tar
     c.data.synthetic.num_source_train = num_source_train
     c.data.synthetic.num_target_train = num_target_train
     c.data.synthetic.num_test = num_test
+
+
+def tiny_run(c: ml_collections.ConfigDict, batch_size: int, eval_batch_size: int) -> None:
+    """The ``:tiny`` variants' smoke-run settings: two machine types of 2 s clips, 2 epochs.
+
+    Every model's tiny variant shares the same synthetic data, so tests generate it once.
+    """
+    small_synthetic(c, num_source_train=4, num_target_train=2, num_test=2)
+    c.data.synthetic.machines = "fan,valve"
+    c.data.synthetic.duration_s = 2.0
+    c.train.num_epochs = 2
+    c.train.batch_size = batch_size
+    c.train.log_every_steps = 10
+    c.ckpt.save_every_steps = 20
+    c.input.eval_batch_size = eval_batch_size

@@ -257,8 +257,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     log_mels = unit.train["log_mel"]
     train_idx, val_idx = pipeline.split_validation(len(log_mels), config.data.validation_split, seed)
     classes = unit.train_classes
-    local_batch = sharding.check_batch_size(config.train.batch_size, mesh)
-    del local_batch
+    sharding.check_batch_size(config.train.batch_size, mesh)
     batches = pipeline.TrainBatches(
         log_mels=log_mels[train_idx], window=config.input.window, hop=config.input.train_hop,
         global_batch_size=config.train.batch_size, seed=seed, flatten=config.input.flatten,
@@ -370,7 +369,7 @@ def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.
             pair = train_out["sq_err"], test_out["sq_err"]
         elif method == "mahalanobis":
             precisions = scoring.fit_mahalanobis(train_out["moments"])
-            pair = tuple(mahalanobis_of_clip_means(out["residual"], precisions, config.features.n_mels)
+            pair = tuple(mahalanobis_of_clip_means(out["residual"], precisions)
                          for out in (train_out, test_out))
         elif method == "neg_logit":
             pair = train_out["neg_logit"], test_out["neg_logit"]
@@ -384,11 +383,11 @@ def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.
     return scores
 
 
-def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions, block_size: int) -> jax.Array:
+def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions) -> jax.Array:
     """Mahalanobis score from each clip's mean residual vector (clips, window * mels).
 
-    The mean over a clip's windows of its residual, cut into ``block_size`` blocks and averaged
-    again, is the clip's mean residual block, which is all the score needs.
+    The mean over a clip's windows of its residual, cut into mel-sized blocks and averaged again,
+    is the clip's mean residual block, which is all the score needs.
     """
     num_clips = len(mean_residual)
     return scoring.mahalanobis_clip_scores(
@@ -517,7 +516,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             test_scores[method].append(test)
         train_machines.append(unit.train["machine"])
         test_splits.append(unit.test)
-    if mode == "train":
+    if mode == "train" or jax.process_index() != 0:
         return None
 
     results_dir = workdir / "results"
@@ -530,6 +529,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             results_dir, method, clip_table(test_splits, test_scores[method]), thresholds,
             max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
     report = evaluate.write_report(results_dir, summaries)
-    if jax.process_index() == 0:
-        print(report)
+    print(report)
     return report

@@ -49,22 +49,21 @@ def _split_names(names: str) -> list[str]:
 
 
 def synthetic_root(config: ml_collections.ConfigDict) -> pathlib.Path:
-    """Generates the built-in synthetic dataset once (per settings) and returns its root."""
+    """Generates the built-in synthetic dataset once (per settings and generator) and returns its root.
+
+    The generator publishes each machine type atomically and skips the ones already complete, so
+    an interrupted generation resumes where it stopped.
+    """
     settings = _synthetic_settings(config)
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    # The generator's source is part of the key: a changed generator makes a new dataset.
+    generator = pathlib.Path(synthetic.__file__).read_bytes()
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + generator).hexdigest()[:12]
     root = cache_dir(config) / "synthetic" / key
-    marker = root / ".complete"
-    if marker.exists():
-        logging.info("reusing synthetic dataset %s", root)
-        return root
-    logging.info("generating synthetic dataset %s: %s", root, settings)
+    logging.info("synthetic dataset %s: %s", root, settings)
     synthetic.generate(
         root, machines=settings["machines"], num_source_train=settings["num_source_train"],
         num_target_train=settings["num_target_train"], num_test=settings["num_test"],
         seed=settings["seed"], sample_rate=settings["sample_rate"], duration_s=settings["duration_s"])
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, sort_keys=True))
-    os.replace(tmp, marker)
     return root
 
 
