@@ -63,7 +63,8 @@ def synthetic_root(config: ml_collections.ConfigDict) -> pathlib.Path:
     synthetic.generate(
         root, machines=settings["machines"], num_source_train=settings["num_source_train"],
         num_target_train=settings["num_target_train"], num_test=settings["num_test"],
-        seed=settings["seed"], sample_rate=settings["sample_rate"], duration_s=settings["duration_s"])
+        seed=settings["seed"], sample_rate=settings["sample_rate"], duration_s=settings["duration_s"],
+        workers=len(os.sched_getaffinity(0)))
     return root
 
 

@@ -1,0 +1,100 @@
+"""Draws the log-Mel spectrograms of docs/synthetic.md: normal vs anomalous synthetic clips.
+
+One PNG per machine type, docs/images/synthetic_<machine>.png: section 00, rows source and
+target domain, columns a normal and an anomalous test clip with the same attribute values (the
+anomaly kind and its intensity in the title).
+
+    python docs/make_synthetic_figures.py [--out docs/images] [--seed 0] [--section 0]
+"""
+
+import argparse
+import io
+import os
+import pathlib
+
+import librosa
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
+
+from mdg.data import synthetic  # noqa: E402
+
+SAMPLE_RATE = 16000
+N_FFT, HOP, N_MELS = 1024, 512, 128
+
+
+def log_mel(pcm: np.ndarray) -> np.ndarray:
+    """dB log-Mel spectrogram (n_mels, frames) of int16 samples, as the baseline features."""
+    mel = librosa.feature.melspectrogram(y=pcm.astype(np.float32) / 32768, sr=SAMPLE_RATE,
+                                         n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0)
+    return librosa.power_to_db(mel, ref=1.0, top_db=None)
+
+
+def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.SyntheticClip]]:
+    """[[normal, anomaly] for source, target]: test clip 0000 as the normal one, and the first
+    anomalous test clip with the same attribute values (target: of another kind than source)."""
+    rows = []
+    for domain in synthetic.DOMAINS:
+        normal = synthetic.synthesize_clip(machine, section, domain, "test", "normal", 0,
+                                           seed=seed, sample_rate=SAMPLE_RATE)
+        shown = [row[1].anomaly for row in rows]
+        for index in range(500):
+            anomaly = synthetic.synthesize_clip(machine, section, domain, "test", "anomaly",
+                                                index, seed=seed, sample_rate=SAMPLE_RATE)
+            if anomaly.attributes == normal.attributes and anomaly.anomaly not in shown:
+                break
+        rows.append([normal, anomaly])
+    return rows
+
+
+def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> None:
+    """Saves a 2 x 2 figure: (source, target) x (normal, anomaly) test clips of one section."""
+    fig, axes = plt.subplots(2, 2, figsize=(9, 4.6), sharex=True, sharey=True,
+                             constrained_layout=True)
+    for row, (domain, clips) in enumerate(zip(synthetic.DOMAINS,
+                                              pick_clips(machine, section, seed))):
+        for col, clip in enumerate(clips):
+            spectrogram = log_mel(clip.pcm)
+            image = axes[row, col].imshow(
+                spectrogram, origin="lower", aspect="auto", cmap="magma",
+                vmin=spectrogram.max() - 80, vmax=spectrogram.max(), interpolation="nearest",
+                extent=(0, clip.pcm.size / SAMPLE_RATE, 0, N_MELS))
+            attributes = "_".join(f"{name}_{value}" for name, value in clip.attributes)
+            what = "normal" if clip.anomaly is None else (
+                f"anomaly: {clip.anomaly} ({clip.anomaly_intensity:.2g})")
+            axes[row, col].set_title(f"{domain} {attributes}: {what}", fontsize=9)
+            axes[row, col].tick_params(labelsize=8)
+        axes[row, 0].set_ylabel("Mel band", fontsize=8)
+    for col in range(2):
+        axes[1, col].set_xlabel("time (s)", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="dB")
+    fig.suptitle(f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands)", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=80, format="png")
+    plt.close(fig)
+    # A 128-colour palette keeps the noisy spectrogram PNGs small (well under 200 KB).
+    partial = path.with_name(path.name + ".partial")
+    Image.open(buffer).convert("RGB").quantize(colors=128).save(partial, format="png",
+                                                                optimize=True)
+    os.replace(partial, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "images"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--section", type=int, default=0)
+    args = parser.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for machine in synthetic.MIMII_DG_MACHINE_TYPES:
+        path = out / f"synthetic_{machine}.png"
+        draw_machine(machine, args.section, args.seed, path)
+        print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+
+
+if __name__ == "__main__":
+    main()

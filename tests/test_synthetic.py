@@ -1,0 +1,400 @@
+"""Tests of mdg.data.synthetic: layout, CSVs, WAV format, determinism, anomalies, atomic writes."""
+import csv
+import hashlib
+import os
+import pathlib
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile
+
+from mdg.data import layout
+from mdg.data import synthetic
+
+SR = 16000
+DURATION = 1.0
+SIZES = {"num_source_train": 3, "num_target_train": 2, "num_test": 2}
+NAME = re.compile(r"section_(?P<section>\d{2})_(?P<domain>source|target)_(?P<split>train|test)_"
+                  r"(?P<label>normal|anomaly)_(?P<index>\d{4})_(?P<tail>[^_]+(?:_[^_]+)*)\.wav")
+PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> pathlib.Path:
+    """All five machine types, sections 00-02, tiny sizes, 1 s clips."""
+    out = tmp_path_factory.mktemp("synthetic")
+    returned = synthetic.generate(out, duration_s=DURATION, progress=False, **SIZES)
+    assert returned == out
+    return out
+
+
+def _digest(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _wavs(root: pathlib.Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of every WAV under root."""
+    return {str(p.relative_to(root)): _digest(p) for p in sorted(root.rglob("*.wav"))}
+
+
+def _slots(root: pathlib.Path) -> dict[tuple[str, str], np.ndarray]:
+    """(machine, "section_XX_<domain>_<split>_<label>_NNNN") -> samples of every WAV under root;
+    the attribute part is left out since a clip's attribute values depend on the seed."""
+    return {(p.parts[-3], "_".join(p.name.split("_")[:6])): soundfile.read(p, dtype="int16")[0]
+            for p in root.rglob("*.wav")}
+
+
+def test_layout_and_names(tree):
+    assert sorted(p.name for p in tree.iterdir()) == sorted(synthetic.MIMII_DG_MACHINE_TYPES)
+    for machine in synthetic.MIMII_DG_MACHINE_TYPES:
+        machine_dir = tree / machine
+        assert sorted(p.name for p in machine_dir.iterdir()) == sorted(
+            ["train", "test", "attributes_00.csv", "attributes_01.csv", "attributes_02.csv",
+             synthetic.MANIFEST_NAME])
+        groups: dict[tuple, list[int]] = {}
+        for split in ("train", "test"):
+            for path in (machine_dir / split).iterdir():
+                match = NAME.fullmatch(path.name)
+                assert match, path
+                assert match["split"] == split
+                section = int(match["section"])
+                spec = synthetic.SECTIONS[machine][section]
+                tokens = match["tail"].split("_")
+                assert tuple(tokens[0::2]) == spec.attribute_names, path.name
+                assert tuple(tokens[1::2]) in spec.values(match["domain"]), path.name
+                key = (section, match["domain"], split, match["label"])
+                groups.setdefault(key, []).append(int(match["index"]))
+                # The layout reader of the project parses the same name to the same facts.
+                clip = layout.parse_clip_name(path.name, machine, split)
+                assert (clip.section, clip.domain, clip.label, clip.index) == (
+                    section, match["domain"], match["label"] == "anomaly", int(match["index"]))
+                assert clip.attributes == tuple(zip(tokens[0::2], tokens[1::2]))
+        expected = {}
+        for section in (0, 1, 2):
+            expected[(section, "source", "train", "normal")] = SIZES["num_source_train"]
+            expected[(section, "target", "train", "normal")] = SIZES["num_target_train"]
+            for domain in ("source", "target"):
+                for label in ("normal", "anomaly"):
+                    expected[(section, domain, "test", label)] = SIZES["num_test"]
+        assert {key: len(indices) for key, indices in groups.items()} == expected
+        for indices in groups.values():  # numbered 0000.. per (section, domain, split, label)
+            assert sorted(indices) == list(range(len(indices)))
+
+
+def test_attribute_csvs_match_files(tree, real_data):
+    real = (real_data / "attributes" / "fan" / "attributes_00.csv").read_text().split("\n")
+    assert real[0] == "file_name,d1p,d1v" and real[1].startswith("fan/train/section_00_")
+    for machine in synthetic.MIMII_DG_MACHINE_TYPES:
+        for section in (0, 1, 2):
+            path = tree / machine / f"attributes_{section:02d}.csv"
+            text = path.read_bytes().decode("utf-8")
+            assert "\r" not in text and text.endswith("\n")  # LF lines, as the real files
+            rows = list(csv.reader(text.splitlines()))
+            names = synthetic.SECTIONS[machine][section].attribute_names
+            assert rows[0] == ["file_name"] + [f"d{i}{k}" for i in range(1, len(names) + 1)
+                                               for k in "pv"]
+            files = sorted(f"{machine}/{p.parent.name}/{p.name}"
+                           for p in (tree / machine).glob(f"*/section_{section:02d}_*.wav"))
+            assert sorted(row[0] for row in rows[1:]) == files
+            # Real order: the train rows, then the test rows, each in name order.
+            listed = [row[0] for row in rows[1:]]
+            assert listed == sorted(listed, key=lambda name: (name.split("/")[1] != "train", name))
+            for row in rows[1:]:
+                tail = NAME.fullmatch(row[0].split("/")[-1])["tail"]
+                assert row[1:] == tail.split("_")
+            # The project's reader accepts the file and agrees with the names.
+            attributes = layout.read_attributes_csv(path)
+            assert len(attributes) == len(files)
+
+
+def test_wav_format_and_no_clipping(tree):
+    for path in sorted(tree.rglob("*.wav")):
+        info = soundfile.info(path)
+        assert (info.samplerate, info.channels, info.subtype, info.format) == (
+            SR, 1, "PCM_16", "WAV"), path
+        assert info.frames == int(SR * DURATION), path
+        samples, _ = soundfile.read(path, dtype="int16")
+        peak = int(np.max(np.abs(samples.astype(np.int32))))
+        assert 1000 < peak < 32767, path  # audible and below full scale
+
+
+def test_manifest(tree):
+    manifest = synthetic.read_manifest(tree / "fan")
+    assert manifest["version"] == synthetic.GENERATOR_VERSION
+    assert (manifest["machine"], manifest["seed"], manifest["num_test"]) == ("fan", 0, 2)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tree, tmp_path):
+    again = synthetic.generate(tmp_path / "again", machines=("gearbox", "valve"),
+                               duration_s=DURATION, progress=False, **SIZES)
+    first = {k: v for k, v in _wavs(tree).items() if k.split("/")[0] in ("gearbox", "valve")}
+    assert _wavs(again) == first
+    for machine in ("gearbox", "valve"):
+        for section in (0, 1, 2):
+            name = f"attributes_{section:02d}.csv"
+            assert _digest(again / machine / name) == _digest(tree / machine / name)
+    other = synthetic.generate(tmp_path / "other", machines=("gearbox", "valve"), seed=1,
+                               duration_s=DURATION, progress=False, **SIZES)
+    other_slots, first_slots = _slots(other), _slots(tree)
+    assert other_slots.keys() <= first_slots.keys() and len(other_slots) == 2 * 3 * 13
+    for slot, samples in other_slots.items():  # the same clip slot under another seed differs
+        assert not np.array_equal(samples, first_slots[slot]), slot
+
+
+def test_subset_gives_the_same_clips(tree, tmp_path):
+    subset = synthetic.generate(tmp_path, machines=("bearing",), sections=(1,), num_source_train=1,
+                                num_target_train=0, num_test=1, duration_s=DURATION,
+                                progress=False)
+    files = _wavs(subset)
+    assert len(files) == 1 + 4
+    full = _wavs(tree)
+    for name, digest in files.items():
+        assert full[name] == digest, name
+
+
+def test_parallel_workers_write_the_same_tree(tree, tmp_path):
+    parallel = synthetic.generate(tmp_path, machines=("gearbox",), duration_s=DURATION,
+                                  progress=False, workers=2, **SIZES)
+    assert _wavs(parallel) == {k: v for k, v in _wavs(tree).items() if k.startswith("gearbox/")}
+    for section in (0, 1, 2):
+        name = f"gearbox/attributes_{section:02d}.csv"
+        assert _digest(parallel / name) == _digest(tree / name)
+
+
+def test_empty_sections_get_header_only_csvs(tmp_path):
+    synthetic.generate(tmp_path, machines=("bearing",), sections=(1,), num_source_train=0,
+                       num_target_train=0, num_test=0, duration_s=DURATION, progress=False)
+    assert (tmp_path / "bearing" / "attributes_01.csv").read_text() == "file_name,d1p,d1v,d2p,d2v\n"
+    assert not list((tmp_path / "bearing").rglob("*.wav"))
+
+
+def test_synthesize_clip_matches_written_file(tree):
+    clip = synthetic.synthesize_clip("slider", 2, "target", "test", "anomaly", 1,
+                                     duration_s=DURATION)
+    assert clip.anomaly in synthetic.ANOMALY_KINDS["slider"]
+    low, high = synthetic.ANOMALY_LEVELS["slider"][clip.anomaly]
+    assert low <= clip.anomaly_intensity <= high
+    samples, _ = soundfile.read(tree / "slider" / "test" / clip.file_name, dtype="int16")
+    np.testing.assert_array_equal(samples, clip.pcm)
+
+
+@pytest.mark.parametrize("sample_rate, duration", [(8000, 0.2), (22050, 1.5)])
+def test_duration_and_sample_rate_options(sample_rate, duration):
+    for machine in synthetic.MIMII_DG_MACHINE_TYPES:
+        clip = synthetic.synthesize_clip(machine, 1, "target", "test", "anomaly", 0,
+                                         duration_s=duration, sample_rate=sample_rate)
+        assert clip.pcm.shape == (int(round(duration * sample_rate)),), machine
+        assert clip.pcm.dtype == np.int16
+        assert 0 < np.max(np.abs(clip.pcm.astype(np.int32))) < 32767, machine
+
+
+def test_section_specs_are_valid():
+    assert tuple(synthetic.SECTIONS) == synthetic.MIMII_DG_MACHINE_TYPES
+    for machine, specs in synthetic.SECTIONS.items():
+        assert len(specs) == 3
+        for spec in specs:
+            assert spec.source and spec.target
+            assert not set(spec.source) & set(spec.target)  # the domains differ
+            for values in spec.source + spec.target:
+                assert len(values) == len(spec.attribute_names)
+                for token in values + spec.attribute_names:
+                    assert token and "_" not in token and "," not in token
+
+
+def _band_features(pcm: np.ndarray) -> np.ndarray:
+    """Per-band mean and std over time of log power, 64 linear bands of a 512-point STFT."""
+    _, _, spec = scipy.signal.stft(pcm.astype(np.float64), fs=SR, nperseg=512, noverlap=256)
+    power = np.abs(spec[1:]) ** 2
+    bands = np.log10(power.reshape(64, 4, -1).mean(axis=1) + 1e-12)
+    return np.concatenate([bands.mean(axis=1), bands.std(axis=1)])
+
+
+def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
+    """Probability that a positive scores above a negative (ties count half)."""
+    greater = (positives[:, None] > negatives[None, :]).mean()
+    ties = (positives[:, None] == negatives[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+# Section per machine type for the separability check: one whose normal clips do not also span
+# a wide range of operating points or microphone positions, so that 60 training clips cover it.
+SEPARABILITY_SECTIONS = {"fan": 2, "gearbox": 2, "bearing": 2, "slider": 2, "valve": 1}
+
+
+@pytest.mark.parametrize("machine", synthetic.MIMII_DG_MACHINE_TYPES)
+def test_anomalies_differ_from_normals(machine):
+    """A plain spectral statistic ranks anomalous test clips above normal ones clearly better
+    than chance: the distance of a clip's z-scored band statistics to the nearest of 60 normal
+    training clips (40 normal and 40 anomalous source-domain test clips of 2 s)."""
+    section = SEPARABILITY_SECTIONS[machine]
+
+    def features(split, label, count):
+        return np.stack([_band_features(synthetic.synthesize_clip(
+            machine, section, "source", split, label, i, duration_s=2.0).pcm)
+            for i in range(count)])
+
+    train = features("train", "normal", 60)
+    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-3
+    reference = (train - mean) / std
+
+    def score(clips):
+        distances = np.mean((((clips - mean) / std)[:, None, :] - reference[None]) ** 2, axis=-1)
+        return distances.min(axis=1)
+
+    auc = _auc(score(features("test", "normal", 40)), score(features("test", "anomaly", 40)))
+    assert auc > 0.6, f"{machine}: AUC {auc:.2f}"
+
+
+def _find_clip(machine, section, kind, start=0):
+    """The first source test anomaly of `kind` at index >= start (1 s clips)."""
+    for index in range(start, start + 200):
+        clip = synthetic.synthesize_clip(machine, section, "source", "test", "anomaly", index,
+                                         duration_s=DURATION)
+        if clip.anomaly == kind:
+            return index
+    raise AssertionError(f"no {kind} anomaly among 200 clips")
+
+
+def test_bearing_defect_rate_in_envelope_spectrum():
+    """An outer-race defect shows as a peak at the ball-pass frequency of the outer race in the
+    envelope spectrum of the resonance band (the classic bearing diagnosis)."""
+    index = _find_clip("bearing", 0, "outer_race")
+    clip = synthetic.synthesize_clip("bearing", 0, "source", "test", "anomaly", index,
+                                     duration_s=4.0)
+    vel = float(dict(clip.attributes)["vel"])
+    shaft = synthetic.BEARING_HZ_PER_VEL * vel
+    # Textbook ball-pass frequency, outer race: n / 2 * f_r * (1 - d / D cos 0).
+    bpfo = synthetic.BEARING_BALLS / 2 * shaft * (1 - synthetic.BEARING_BALL_RATIO)
+    x = clip.pcm.astype(np.float64)
+    band = scipy.signal.sosfiltfilt(scipy.signal.butter(4, [2000, 5000], "bandpass", fs=SR,
+                                                        output="sos"), x)
+    envelope = np.abs(scipy.signal.hilbert(band))
+    spectrum = np.abs(np.fft.rfft(envelope - envelope.mean()))
+    freqs = np.fft.rfftfreq(envelope.size, 1 / SR)
+    search = (freqs > 0.6 * bpfo) & (freqs < 1.6 * bpfo)
+    peak = freqs[search][np.argmax(spectrum[search])]
+    assert abs(peak - bpfo) / bpfo < 0.05, (peak, bpfo)
+
+
+def test_fan_blade_pass_frequency():
+    """The strongest tone of a normal fan clip between 80 and 300 Hz is the blade-pass tone."""
+    clip = synthetic.synthesize_clip("fan", 2, "source", "train", "normal", 0, duration_s=4.0)
+    unit = synthetic.FAN_UNITS[2]
+    freqs, power = scipy.signal.welch(clip.pcm.astype(np.float64), fs=SR, nperseg=16384)
+    search = (freqs > 80) & (freqs < 300)
+    peak = freqs[search][np.argmax(power[search])]
+    blade_pass = unit["blades"] * unit["shaft_hz"]
+    assert abs(peak - blade_pass) / blade_pass < 0.05, (peak, blade_pass)
+
+
+def test_interrupted_generation_leaves_no_complete_looking_tree(tmp_path, monkeypatch):
+    written = []
+    original = soundfile.write
+
+    def failing_write(path, *args, **kwargs):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(path)
+        original(path, *args, **kwargs)
+
+    monkeypatch.setattr(synthetic.soundfile, "write", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(tmp_path, machines=("valve",), duration_s=DURATION, progress=False,
+                           **SIZES)
+    assert written  # it was interrupted in the middle of writing
+    assert list(tmp_path.iterdir()) == []  # no valve/ and no left-over partial folder
+    monkeypatch.undo()
+
+    # A partial folder left by a killed process of this host is removed by the next run; one
+    # of a running process (here: this one) is left alone, it may still be writing.
+    dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_pid.wait()
+    host = socket.gethostname()
+    stale = tmp_path / f".valve.partial-{host}-{dead_pid.pid}-abc123"
+    running = tmp_path / f".valve.partial-{host}-{os.getpid()}-def456"
+    for folder in (stale, running):
+        (folder / "train").mkdir(parents=True)
+    synthetic.generate(tmp_path, machines=("valve",), duration_s=DURATION, progress=False,
+                       **SIZES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([running.name, "valve"])
+
+
+def test_existing_trees_are_reused_or_refused(tmp_path, monkeypatch):
+    small = dict(machines=("fan",), sections=(0,), num_source_train=1, num_target_train=0,
+                 num_test=1, duration_s=DURATION, progress=False)
+    synthetic.generate(tmp_path, **small)
+    before = _wavs(tmp_path)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a matching tree must be reused, not regenerated")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "synthesize_clip", must_not_run)
+        synthetic.generate(tmp_path, **small)
+    with pytest.raises(FileExistsError, match="other settings"):
+        synthetic.generate(tmp_path, **{**small, "seed": 5})
+    assert _wavs(tmp_path) == before
+    synthetic.generate(tmp_path, **{**small, "seed": 5}, overwrite=True)
+    assert synthetic.read_manifest(tmp_path / "fan")["seed"] == 5
+    after = _wavs(tmp_path)
+    assert len(after) == len(before) and set(after.values()).isdisjoint(before.values())
+
+    foreign = tmp_path / "other" / "fan"
+    foreign.mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="no synthetic-dataset manifest"):
+        synthetic.generate(tmp_path / "other", **small)
+
+
+def test_concurrent_writer_of_the_same_tree(tmp_path, monkeypatch):
+    """Two runs writing the same tree into one folder (e.g. several processes of one job): the
+    one finishing second keeps the first one's tree and removes its own copy."""
+    small = dict(machines=("slider",), sections=(2,), num_source_train=1, num_target_train=0,
+                 num_test=1, duration_s=DURATION, progress=False)
+    original = synthetic._write_machine
+
+    def write_then_lose_the_race(*args, **kwargs):
+        original(*args, **kwargs)
+        monkeypatch.setattr(synthetic, "_write_machine", original)
+        synthetic.generate(tmp_path, **small)  # the other writer finishes first
+
+    monkeypatch.setattr(synthetic, "_write_machine", write_then_lose_the_race)
+    synthetic.generate(tmp_path, **small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slider"]
+    assert len(_wavs(tmp_path)) == 5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"machines": ("pump",)}, "unknown machine"),
+    ({"sections": (3,)}, "sections"),
+    ({"num_test": -1}, "num_test"),
+    ({"duration_s": 0.0}, "duration_s"),
+])
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.generate(tmp_path, progress=False, **kwargs)
+
+
+def test_no_anomalies_in_train():
+    with pytest.raises(ValueError, match="normal clips only"):
+        synthetic.synthesize_clip("fan", 0, "source", "train", "anomaly", 0)
+
+
+def test_cli(tmp_path):
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "mdg.data.synthetic", "--out", str(out), "--machines", "valve",
+         "--sections", "2", "--seed", "3", "--num_source_train", "1", "--num_target_train", "1",
+         "--num_test", "1", "--duration", "1"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(list((out / "valve").rglob("*.wav"))) == 6
+    assert synthetic.read_manifest(out / "valve")["seed"] == 3
+
+    with pytest.raises(SystemExit) as error:
+        synthetic.main(["--out", str(out), "--machines", "pump"])
+    assert error.value.code == 2
