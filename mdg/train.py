@@ -183,10 +183,12 @@ def make_clip_sums(graphdef: nnx.GraphDef, classifier: bool, num_clips: int, blo
 
 
 def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.ndarray | None,
-               mesh, progress: bool = True, clip_is_target: np.ndarray | None = None):
+               mesh, progress: bool = True, clip_is_target: np.ndarray | None = None,
+               hop: int | None = None):
     """Mean of every per-window output (see :func:`row_outputs`) over each clip's windows.
 
-    Returns numpy arrays with a leading ``clips`` axis; ``count`` holds the windows per clip.
+    Windows start every ``hop`` frames (default ``input.eval_hop``). Returns numpy arrays with a
+    leading ``clips`` axis; ``count`` holds the windows per clip.
     With ``clip_is_target`` (bool per clip; autoencoder only), also returns ``moments``: the
     residual-block moments of all windows per domain (:class:`scoring.BlockMoments`).
     """
@@ -198,8 +200,8 @@ def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.n
     local = batch_size // jax.process_count()
     lo = jax.process_index() * local
     acc = None
-    batches = pipeline.eval_batches(log_mels, config.input.window, config.input.eval_hop, batch_size,
-                                    config.input.flatten, clip_classes)
+    batches = pipeline.eval_batches(log_mels, config.input.window, hop or config.input.eval_hop,
+                                    batch_size, config.input.flatten, clip_classes)
     for batch in tqdm.tqdm(batches, desc="scoring", leave=False,
                            disable=not progress or jax.process_index() != 0):
         if clip_is_target is not None:
@@ -267,6 +269,8 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
 
     # --- Model and optimizer; parameters replicated over the mesh.
     model = create_model(config, len(unit.class_names), seed)
+    model.eval()   # BN on running statistics: validation and scoring
+    eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model.train()
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adam(config.train.learning_rate)
@@ -309,8 +313,9 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
                       "samples_per_s": (step - steps_at_epoch_start) * config.train.batch_size / seconds}
             if len(val_idx):
                 record["val_loss"] = float(np.mean(clip_means(
-                    config, graphdef, state, log_mels[val_idx],
-                    None if classes is None else classes[val_idx], mesh, progress=False)["loss"]))
+                    config, eval_graphdef, state, log_mels[val_idx],
+                    None if classes is None else classes[val_idx], mesh, progress=False,
+                    hop=config.input.train_hop)["loss"]))
             append_jsonl(metrics_path, record)
             monitor = new_monitor(mesh)
             epoch_start, steps_at_epoch_start = time.perf_counter(), step
@@ -320,8 +325,6 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     bar.close()
     ckpt.wait()
     ckpt.close()
-    model.eval()
-    eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     return eval_graphdef, state
 
 
