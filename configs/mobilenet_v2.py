@@ -33,7 +33,7 @@ def get_config(variant: str = ""):
     c.eval.scores = "neg_logit,knn"
 
     if variant in ("", "default"):
-        config_defaults.small_synthetic(c, num_source_train=16, num_target_train=2, num_test=5)
+        config_defaults.small_synthetic(c, num_source_train=10, num_target_train=2, num_test=5)
         c.model.bn_momentum = 0.99
     elif variant == "full":
         pass
