@@ -25,12 +25,12 @@ setuptools.setup(
         "importlib_resources",
         "absl-py>=2.0",
         "tqdm>=4.60",
-        "matplotlib>=3.7",
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=7", "pytest-xdist>=3", "librosa>=0.10", "scikit-learn>=1.3"],
-        "bench": ["librosa>=0.10", "scikit-learn>=1.3", "torch"],
+        "test": ["pytest>=7", "librosa>=0.10", "scikit-learn>=1.3"],
+        "bench": ["librosa>=0.10", "scikit-learn>=1.3", "torch>=2.0"],
+        "docs": ["matplotlib>=3.7", "librosa>=0.10", "scikit-learn>=1.3"],
     },
 )
