@@ -6,17 +6,20 @@ The baseline network (Keras in 2022, PyTorch in 2023, same shape) is
     encoder:    [Dense(128) -> BN -> ReLU] x 4, Dense(8) -> BN -> ReLU   (bottleneck)
     decoder:    [Dense(128) -> BN -> ReLU] x 4, Dense(640)               (linear output)
 
-with biases on every Dense layer: 267,928 trainable parameters, plus 2 x 1,032 BatchNorm statistics.
-Sizes are constructor arguments so configs and ablations can change them; the defaults are the baseline.
+with biases on every Dense layer: 267,928 trainable parameters, plus 2 x 1,032 BatchNorm
+statistics. Sizes are constructor arguments so configs and ablations can change them; the defaults
+are the baseline.
 
 Initialization follows the 2022 Keras baseline defaults (glorot-uniform kernels, zero biases; BN
-scale 1, offset 0). The 2023 PyTorch baseline used torch's default Linear init instead; either is fine
-for training, we follow Keras so the model starts where the original did.
+scale 1, offset 0). The 2023 PyTorch baseline used torch's default Linear init instead; we follow
+Keras so the model starts where the original did.
 
-BatchNorm momentum: Keras and Flax use the same convention,
+BatchNorm is ``nnx.BatchNorm`` with a leaner gradient (``mdg.models.layers.FusedBatchNorm``).
+Momentum: Keras and Flax use the same convention,
 ``running = momentum * running + (1 - momentum) * batch_statistic``, so Keras ``momentum=0.99`` is
 Flax ``momentum=0.99`` (PyTorch writes the same thing as ``momentum=0.01``, the weight of the new
-batch). Keras ``epsilon=1e-3`` differs from Flax's default ``1e-5`` and is passed explicitly.
+batch). Keras ``epsilon=1e-3`` differs from Flax's default ``1e-5`` and is passed explicitly. Like
+Keras, the running variance averages the biased batch variance (PyTorch uses the unbiased one).
 
 Mode follows the NNX convention: modules are built in training mode (batch statistics used and the
 running averages updated on every call); ``model.eval()`` (or ``nnx.view(model,
@@ -25,13 +28,15 @@ use_running_average=True)``) switches BN to the running averages, ``model.train(
 from flax import nnx
 import jax
 
+from mdg.models.layers import FusedBatchNorm
+
 # Keras BatchNormalization defaults used by the baseline (see module docstring for the mapping).
 KERAS_BN_MOMENTUM = 0.99
 KERAS_BN_EPSILON = 1e-3
 
 
 class DenseBlock(nnx.Module):
-    """Dense -> BatchNorm -> ReLU: maps float32 ``(batch, in_features)`` to ``(batch, out_features)``."""
+    """Dense -> BatchNorm -> ReLU: float32 ``(batch, in_features)`` -> ``(batch, out_features)``."""
 
     def __init__(
         self,
@@ -45,7 +50,7 @@ class DenseBlock(nnx.Module):
         self.dense = nnx.Linear(
             in_features, out_features, kernel_init=nnx.initializers.glorot_uniform(), rngs=rngs
         )
-        self.norm = nnx.BatchNorm(
+        self.norm = FusedBatchNorm(
             out_features, momentum=bn_momentum, epsilon=bn_epsilon, rngs=rngs
         )
 
@@ -97,7 +102,7 @@ class AutoEncoder(nnx.Module):
         )
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """float32 ``(batch, input_dim)`` -> bottleneck code ``(batch, bottleneck_dim)`` (after ReLU)."""
+        """float32 ``(batch, input_dim)`` -> code ``(batch, bottleneck_dim)`` (after its ReLU)."""
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(
                 f"AutoEncoder: expected input of shape (batch, {self.input_dim}), got {x.shape}"
