@@ -16,5 +16,5 @@ REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "dcase2023_dev_slice"
 def real_data() -> pathlib.Path:
     """The real DCASE 2023 development slice beside the project (../shared/data/...)."""
     if not REAL_DATA.is_dir():
-      pytest.fail(f"real test data missing: {REAL_DATA} (CI has it beside the project)")
+        pytest.fail(f"real test data missing: {REAL_DATA} (CI has it beside the project)")
     return REAL_DATA
