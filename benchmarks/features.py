@@ -2,7 +2,8 @@
 
 Both paths turn WAV files into log-Mel spectrograms (n_fft 1024, hop 512, 128 mels, power 2, dB):
 
-  mdg      soundfile.read(float32) per file -> `mdg.data.features.log_mel_stream` (batched, jit)
+  mdg      `mdg.data.audio.read_wav` per file (the shard builder's validating reader) ->
+           `mdg.data.features.log_mel_stream` (batched, jit)
   librosa  librosa.load(path, sr=None, mono=False) -> librosa.feature.melspectrogram -> 10 log10,
            clip by clip, as the DCASE 2022/2023 Task 2 baselines do
 
@@ -29,9 +30,8 @@ import time
 import jax
 import librosa
 import numpy as np
-import soundfile
 
-from mdg.data import features
+from mdg.data import audio, features
 
 # The real DCASE 2023 dev slice beside the project, as in tests/conftest.py.
 DEFAULT_CLIPS = (pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "dcase2023_dev_slice"
@@ -42,7 +42,7 @@ SETTINGS = {"sample_rate": 16000, "n_fft": 1024, "hop_length": 512, "n_mels": 12
 
 def mdg_features(paths: list[pathlib.Path], batch_size: int) -> list[np.ndarray]:
     """mdg's prepare path: float32 (frames, n_mels) dB per file, in order."""
-    keyed = ((path, soundfile.read(path, dtype="float32")[0]) for path in paths)
+    keyed = ((path, audio.read_wav(path, SETTINGS["sample_rate"])) for path in paths)
     return [log_mel for _, log_mel in features.log_mel_stream(keyed, batch_size=batch_size, **SETTINGS)]
 
 
