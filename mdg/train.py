@@ -298,33 +298,37 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     epoch_start, steps_at_epoch_start = time.perf_counter(), step
     bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"train {unit.name}", unit="step",
                     disable=jax.process_index() != 0 or step >= total_steps)
-    while step < total_steps:
-        state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
-        step += 1
-        bar.update(1)
-        epoch_done = batches.step_in_epoch == 0
-        if step % config.train.log_every_steps == 0 or epoch_done or step == total_steps:
-            loss = check_finite(monitor, unit.name)
-            bar.set_postfix(loss=f"{loss:.4g}")
-        if epoch_done or step == total_steps:
-            seconds = time.perf_counter() - epoch_start
-            record = {"unit": unit.name, "step": step, "epoch": batches.epoch, "loss": loss,
-                      "epoch_time_s": seconds,
-                      "samples_per_s": (step - steps_at_epoch_start) * config.train.batch_size / seconds}
-            if len(val_idx):
-                record["val_loss"] = float(np.mean(clip_means(
-                    config, eval_graphdef, state, log_mels[val_idx],
-                    None if classes is None else classes[val_idx], mesh, progress=False,
-                    hop=config.input.train_hop)["loss"]))
-            append_jsonl(metrics_path, record)
-            monitor = new_monitor(mesh)
-            epoch_start, steps_at_epoch_start = time.perf_counter(), step
-        if step % config.ckpt.save_every_steps == 0 or step == total_steps:
-            check_finite(monitor, unit.name)
-            ckpt.save(step, state, batches.get_state(), force=step == total_steps)
-    bar.close()
-    ckpt.wait()
-    ckpt.close()
+    # A run stopped by an error (e.g. a NaN loss) first lets pending asynchronous saves of good
+    # states finish, so its newest checkpoint survives.
+    try:
+        while step < total_steps:
+            state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
+            step += 1
+            bar.update(1)
+            epoch_done = batches.step_in_epoch == 0
+            if step % config.train.log_every_steps == 0 or epoch_done or step == total_steps:
+                loss = check_finite(monitor, unit.name)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if epoch_done or step == total_steps:
+                seconds = time.perf_counter() - epoch_start
+                record = {"unit": unit.name, "step": step, "epoch": batches.epoch, "loss": loss,
+                          "epoch_time_s": seconds,
+                          "samples_per_s": (step - steps_at_epoch_start) * config.train.batch_size / seconds}
+                if len(val_idx):
+                    record["val_loss"] = float(np.mean(clip_means(
+                        config, eval_graphdef, state, log_mels[val_idx],
+                        None if classes is None else classes[val_idx], mesh, progress=False,
+                        hop=config.input.train_hop)["loss"]))
+                append_jsonl(metrics_path, record)
+                monitor = new_monitor(mesh)
+                epoch_start, steps_at_epoch_start = time.perf_counter(), step
+            if step % config.ckpt.save_every_steps == 0 or step == total_steps:
+                check_finite(monitor, unit.name)
+                ckpt.save(step, state, batches.get_state(), force=step == total_steps)
+    finally:
+        bar.close()
+        ckpt.wait()
+        ckpt.close()
     return eval_graphdef, state
 
 
