@@ -296,7 +296,21 @@ def mahalanobis_clip_scores(
     means = residual_block_means(
         inputs, reconstructions, clip_id, num_clips, block_size=precisions.shape[1]
     )
-    per_domain = jnp.einsum("ci,dij,cj->dc", means, precisions, means)
+    return mahalanobis_block_scores(means, precisions)
+
+
+@jax.jit
+def mahalanobis_block_scores(mean_blocks: jax.Array, precisions: jax.Array) -> jax.Array:
+    """``min_d m' P_d m`` for each clip's mean residual block ``m``.
+
+    Args:
+      mean_blocks: ``(num_clips, block_size)`` float, e.g. from ``residual_block_means``.
+      precisions: ``(2, block_size, block_size)`` from ``fit_mahalanobis``.
+
+    Returns:
+      ``(num_clips,)`` float.
+    """
+    per_domain = jnp.einsum("ci,dij,cj->dc", mean_blocks, precisions, mean_blocks)
     return jnp.min(per_domain, axis=0)
 
 

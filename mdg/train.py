@@ -77,11 +77,11 @@ def is_classifier(config: ml_collections.ConfigDict) -> bool:
 
 
 def loss_fn(model: nnx.Module, batch: Batch, classifier: bool) -> jax.Array:
-    """Scalar training loss: reconstruction MSE (autoencoder) or softmax cross-entropy (classifier)."""
-    if classifier:
-        logits, _ = model(batch["x"])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
-    return jnp.mean(jnp.square(model(batch["x"]) - batch["x"]))
+    """Scalar training loss: the batch mean of :func:`row_outputs`' per-window ``loss``.
+
+    Under jit, XLA drops the outputs the loss does not use.
+    """
+    return jnp.mean(row_outputs(model, batch, classifier)["loss"])
 
 
 def row_outputs(model: nnx.Module, batch: Batch, classifier: bool) -> dict[str, jax.Array]:
@@ -195,9 +195,8 @@ def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.n
     classifier = is_classifier(config)
     num_clips = len(log_mels)
     batch_size = config.input.eval_batch_size
-    sharding.check_batch_size(batch_size, mesh)
+    local = sharding.check_batch_size(batch_size, mesh)
     fn = make_clip_sums(graphdef, classifier, num_clips, config.features.n_mels)
-    local = batch_size // jax.process_count()
     lo = jax.process_index() * local
     acc = None
     batches = pipeline.eval_batches(log_mels, config.input.window, hop or config.input.eval_hop,
@@ -390,16 +389,15 @@ def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.
     return scores
 
 
-def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions) -> jax.Array:
+def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions: jax.Array) -> jax.Array:
     """Mahalanobis score from each clip's mean residual vector (clips, window * mels).
 
-    The mean over a clip's windows of its residual, cut into mel-sized blocks and averaged again,
-    is the clip's mean residual block, which is all the score needs.
+    Cut into mel-sized blocks and averaged again, it is the clip's mean residual block, which is
+    all the score needs.
     """
-    num_clips = len(mean_residual)
-    return scoring.mahalanobis_clip_scores(
-        jnp.asarray(mean_residual), jnp.zeros_like(mean_residual), jnp.arange(num_clips), num_clips,
-        precisions)
+    block_size = precisions.shape[1]
+    blocks = jnp.asarray(mean_residual).reshape(len(mean_residual), -1, block_size)
+    return scoring.mahalanobis_block_scores(blocks.mean(axis=1), precisions)
 
 
 # ----------------------------------------------------------------------------------------------

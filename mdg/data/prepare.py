@@ -30,11 +30,6 @@ def cache_dir(config: ml_collections.ConfigDict) -> pathlib.Path:
     return pathlib.Path(os.environ.get("MDG_CACHE", "~/.cache/mdg")).expanduser()
 
 
-def feature_kwargs(config: ml_collections.ConfigDict) -> dict:
-    """``config.features`` as keyword arguments of :func:`mdg.data.features.log_mel`."""
-    return dict(config.features)
-
-
 def _synthetic_settings(config: ml_collections.ConfigDict) -> dict:
     s = config.data.synthetic
     return {
@@ -107,7 +102,7 @@ def _prepare(config: ml_collections.ConfigDict) -> dict[str, "tfds_builder.tfds.
     builders = {}
     for machine in machine_types(config, root):
         builders[machine] = tfds_builder.prepare(
-            root, machine, shards, feature_kwargs(config), on_error=config.data.on_error)
+            root, machine, shards, dict(config.features), on_error=config.data.on_error)
     return builders
 
 
