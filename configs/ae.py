@@ -23,6 +23,7 @@ def get_config(variant: str = ""):
     c.input.eval_hop = 1
     c.input.flatten = True
 
+    c.train.loss = "mse"
     c.train.learning_rate = 1e-3
     c.train.num_epochs = 100
     c.train.batch_size = 256

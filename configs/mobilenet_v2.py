@@ -26,6 +26,7 @@ def get_config(variant: str = ""):
     c.input.flatten = False
     c.input.eval_batch_size = 256
 
+    c.train.loss = "softmax"
     c.train.learning_rate = 1e-4  # the paper; the Keras baseline code used 1e-5
     c.train.num_epochs = 20
     c.train.batch_size = 128

@@ -52,6 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
 
     c.train = ml_collections.ConfigDict()
+    c.train.loss = "mse"          # mdg/objectives.py: mse, softmax, arcface, adacos, subcluster_adacos
+    c.train.margin = 0.0          # arcface: additive angular margin (radians)
+    c.train.loss_scale = 30.0     # arcface: fixed logit scale s
+    c.train.num_subclusters = 1   # subcluster_adacos: centres per class
+    c.train.mixup_alpha = 0.0     # mixup Beta(alpha, alpha) of inputs and one-hot targets; 0 = off
     c.train.learning_rate = 1e-3
     c.train.num_epochs = 100
     c.train.batch_size = 256
@@ -63,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.ckpt.keep = 2
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.scores = "mse"         # comma-separated scoring methods
+    c.eval.scores = "mse"         # comma-separated scoring methods (mdg/score_methods.py)
     c.eval.decision_percentile = 0.9
     c.eval.max_fpr = 0.1
     c.eval.knn_k = 1              # neighbours of the kNN embedding score

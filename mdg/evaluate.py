@@ -546,6 +546,40 @@ def evaluate_method(results_dir: str | os.PathLike, method: str, test: ClipScore
     return summary
 
 
+def clip_table(tests: Sequence[Mapping[str, np.ndarray]], scores: Sequence[np.ndarray]) -> ClipScores:
+    """Per-clip metadata of test splits (as :func:`mdg.data.tfds_builder.load_split` returns them:
+    ``machine``, ``section``, ``file_name``, ``domain`` -1/0/1, ``label``) + their scores -> one table."""
+    def column(name):
+        return np.concatenate([t[name] for t in tests])
+    domain_names = np.array(["unknown", "source", "target"])
+    return ClipScores(machine=column("machine"), section=column("section"), file_name=column("file_name"),
+                      domain=domain_names[column("domain") + 1], label=column("label"),
+                      score=np.concatenate(scores))
+
+
+def write_results(results_dir: str | os.PathLike, methods: Sequence[str], train_machines: np.ndarray,
+                  tests: Sequence[Mapping[str, np.ndarray]],
+                  scores: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
+                  max_fpr: float = MAX_FPR, percentile: float = DECISION_PERCENTILE) -> str:
+    """Thresholds, submission files and summaries of every method, then the side-by-side report.
+
+    Args:
+      train_machines: machine type of every training clip, units concatenated in order.
+      tests: the test split of every unit, in the same order.
+      scores: per method, per unit ``(train clip scores, test clip scores)``.
+    Returns:
+      The markdown report.
+    """
+    summaries = {}
+    for method in methods:
+        thresholds = fit_machine_thresholds(
+            train_machines, np.concatenate([train for train, _ in scores[method]]), percentile)
+        summaries[method] = evaluate_method(
+            results_dir, method, clip_table(tests, [test for _, test in scores[method]]), thresholds,
+            max_fpr=max_fpr, percentile=percentile)
+    return write_report(results_dir, summaries)
+
+
 def write_report(results_dir: str | os.PathLike, summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """Writes ``<results_dir>/report.md`` and ``summary.json`` of all methods; returns the markdown."""
     if not summaries:

@@ -49,33 +49,36 @@ import optax
 
 
 def reconstruction_mse(inputs: jax.Array, reconstructions: jax.Array) -> jax.Array:
-    """Mean squared error over batch and dims (Keras ``mean_squared_error``, averaged).
+    """Per-row mean squared error over all non-batch dims (Keras ``mean_squared_error``).
 
     Args:
       inputs, reconstructions: float arrays of the same shape, e.g. ``(batch, 640)`` in dB.
 
     Returns:
-      float scalar, in squared input units.
+      ``(batch,)`` float, in squared input units.
     """
     if inputs.shape != reconstructions.shape:
         raise ValueError(
             f"mdg/losses.py: inputs {inputs.shape} and reconstructions "
             f"{reconstructions.shape} differ"
         )
-    return jnp.mean(jnp.square(inputs - reconstructions))
+    return jnp.mean(jnp.square(inputs - reconstructions).reshape(inputs.shape[0], -1), axis=1)
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy over the batch, in nats.
+    """Per-row softmax cross-entropy, in nats.
 
     Args:
       logits: ``(batch, num_classes)`` float.
       labels: ``(batch,)`` int class indices, or ``(batch, num_classes)`` float target
         distributions (e.g. from ``mixup``).
+
+    Returns:
+      ``(batch,)`` float.
     """
     if labels.ndim == 1:
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-    return jnp.mean(optax.softmax_cross_entropy(logits, labels))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return optax.softmax_cross_entropy(logits, labels)
 
 
 def _target_distribution(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
@@ -90,7 +93,7 @@ def _target_distribution(labels: jax.Array, num_classes: int, dtype) -> jax.Arra
     return labels.astype(dtype)
 
 
-def _cosines(embeddings: jax.Array, weights: jax.Array) -> jax.Array:
+def cosines(embeddings: jax.Array, weights: jax.Array) -> jax.Array:
     """Cosines of embeddings ``(batch, d)`` and centres ``(centres, d)``: ``(batch, centres)``."""
     if embeddings.ndim != 2 or weights.ndim != 2 or embeddings.shape[1] != weights.shape[1]:
         raise ValueError(
@@ -124,7 +127,7 @@ def arcface_logits(
     Returns:
       ``(batch, num_classes)`` float logits.
     """
-    cos = _cosines(embeddings, weights)
+    cos = cosines(embeddings, weights)
     targets = _target_distribution(labels, weights.shape[0], cos.dtype)
     # Floor 1 - cos^2 so the sqrt has a finite gradient at cos = +-1.
     sin = jnp.sqrt(jnp.clip(1.0 - cos * cos, 1e-12, 1.0))
@@ -179,7 +182,7 @@ def adacos_logits(
     Returns:
       ``(logits (batch, num_classes), new_scale ())``; pass ``new_scale`` to the next step.
     """
-    cos = _cosines(embeddings, weights)
+    cos = cosines(embeddings, weights)
     targets = _target_distribution(labels, weights.shape[0], cos.dtype)
     # arccos has an infinite derivative at +-1: keep it off the gradient path entirely.
     fixed_cos = jax.lax.stop_gradient(cos)
@@ -215,7 +218,7 @@ def subcluster_adacos_logits(
             f"num_subclusters={num_subclusters}"
         )
     num_classes = weights.shape[0] // num_subclusters
-    cos = _cosines(embeddings, weights)
+    cos = cosines(embeddings, weights)
     targets = _target_distribution(labels, num_classes, cos.dtype)
     fixed_cos = jax.lax.stop_gradient(cos)
     angles = jnp.arccos(fixed_cos).reshape(-1, num_classes, num_subclusters)

@@ -1,9 +1,12 @@
-"""Per-clip anomaly scores from model outputs: AE MSE, AE Mahalanobis, negative logit, kNN.
+"""Anomaly-score numerics: AE MSE and Mahalanobis, negative logit, kNN, centre distances, embedding
+Mahalanobis, local outlier factor.
 
-Every scorer takes a flat batch of per-vector (autoencoder) or per-patch (MobileNetV2) model outputs
-plus an int ``clip_id`` per row in ``[0, num_clips)``, and reduces per clip with segment sums, so a
-whole test set is scored in one jitted call (``num_clips`` is static). Larger scores mean "more
-anomalous" throughout.
+Pure functions on clip-level model outputs (the per-clip means of per-window outputs that
+:mod:`mdg.clip_outputs` computes on device) or, for the two per-window pieces, on rows
+(:func:`negative_logit_rows`, :func:`residual_block_moments`). Which method uses what, and the
+dispatch by name, are in :mod:`mdg.score_methods`. Larger scores mean "more anomalous" throughout.
+Embedding scores fitted on training clips are computed in numpy float64 on the host (small
+matrices, exact on every backend).
 
 MSE (DCASE 2022/2023 autoencoder baseline)
     score = mean over the clip's vectors of the mean squared error over the vector's dims; with a
@@ -58,6 +61,31 @@ Negative logit (DCASE 2022 MobileNetV2 baseline, 01_test.py of its repository)
     formula but does not lose ``1 - p`` to float32 rounding when ``p`` is close to 1. (The baseline
     used column -1 for a section unseen in training; here ``true_class`` must be a valid class.)
 
+Centre distance (cosine-head systems, e.g. Wilkinghoff's sub-cluster AdaCos, DCASE 2021/2022)
+    ``min`` over the class (or sub-cluster) centres of the clip's section of ``1 - cos(e, c)``,
+    ``e`` the clip embedding, ``c`` the head's learned centres (a linear head's class weight
+    vectors stand in for them).
+
+Per-domain centre distance (DCASE 2022/2023 top systems' domain-wise scoring)
+    Centres estimated from the training clips instead: the mean unit-length embedding of each
+    (class, domain), source and target separately; the score is the smallest ``1 - cos`` to any
+    centre of the clip's section in either domain, i.e. the minimum over domains. Training clips
+    are scored leave-one-out (their own contribution removed from their centre), like kNN.
+
+Mahalanobis on embeddings (per-domain Gaussians, minimum over domains)
+    Per (section, domain): mean and Ledoit-Wolf shrunk covariance of the training embeddings
+    (shrinkage makes a 1280-d covariance from tens of clips invertible; scikit-learn's
+    ``LedoitWolf``). Score: the smallest squared Mahalanobis distance over the two domains. A domain
+    with fewer than two clips uses its own mean with the source covariance (as the AE Mahalanobis
+    score's target-falls-back-to-source rule); one with no clips is left out. Training clips are
+    scored in-sample.
+
+Local outlier factor (``lof``)
+    scikit-learn's ``LocalOutlierFactor`` (novelty mode, cosine metric, ``min(20, n - 1)``
+    neighbours) fitted on the training clips' embeddings; score ``-score_samples`` (the LOF, ~1
+    for inliers). Training clips get their own LOF from the fit (``-negative_outlier_factor_``),
+    which leaves each clip out of its own neighbourhood.
+
 kNN on embeddings (the usual domain-generalisation scorer of DCASE 2022/2023 top systems)
     Cosine distance to the k nearest training clips (mean over the k), computed separately against
     source and against target training clips, and the smaller of the two is the score. When a
@@ -71,6 +99,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from sklearn.covariance import LedoitWolf
+from sklearn.neighbors import LocalOutlierFactor
 
 # Index of each domain along the leading axis of BlockMoments and of the precision stack.
 SOURCE, TARGET = 0, 1
@@ -82,91 +113,6 @@ def _check_rows(name: str, array: jax.Array, rows: int, ndim: int) -> None:
             f"mdg/scoring.py: `{name}` must have {ndim} dims and {rows} rows, "
             f"got shape {array.shape}"
         )
-
-
-def _check_pair(inputs: jax.Array, reconstructions: jax.Array, clip_id: jax.Array | None) -> None:
-    if inputs.ndim != 2 or inputs.shape != reconstructions.shape:
-        raise ValueError(
-            "mdg/scoring.py: `inputs` and `reconstructions` must both be (rows, dim), got "
-            f"{inputs.shape} and {reconstructions.shape}"
-        )
-    if clip_id is not None:
-        _check_rows("clip_id", clip_id, inputs.shape[0], 1)
-
-
-def _residual_blocks(inputs: jax.Array, reconstructions: jax.Array, block_size: int) -> jax.Array:
-    """``(rows, dim)`` pair -> residual blocks ``(rows, dim // block_size, block_size)``."""
-    dim = inputs.shape[1]
-    if dim % block_size:
-        raise ValueError(
-            f"mdg/scoring.py: vector length {dim} is not a multiple of block_size {block_size}"
-        )
-    residual = inputs - reconstructions
-    return residual.reshape(residual.shape[0], dim // block_size, block_size)
-
-
-@functools.partial(jax.jit, static_argnames="num_clips")
-def segment_mean(values: jax.Array, clip_id: jax.Array, num_clips: int) -> jax.Array:
-    """Mean of the rows of each clip.
-
-    Args:
-      values: ``(rows, ...)`` float, e.g. per-patch embeddings ``(rows, d)``.
-      clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      num_clips: number of clips (static).
-
-    Returns:
-      ``(num_clips, ...)``; a clip with no rows gets NaN (0 / 0), so a gap shows up loudly.
-    """
-    _check_rows("clip_id", clip_id, values.shape[0], 1)
-    sums = jax.ops.segment_sum(values, clip_id, num_segments=num_clips)
-    counts = jax.ops.segment_sum(jnp.ones_like(clip_id, dtype=values.dtype), clip_id, num_clips)
-    return sums / counts.reshape((num_clips,) + (1,) * (values.ndim - 1))
-
-
-@functools.partial(jax.jit, static_argnames="num_clips")
-def mse_clip_scores(
-    inputs: jax.Array, reconstructions: jax.Array, clip_id: jax.Array, num_clips: int
-) -> jax.Array:
-    """AE baseline score: per clip, mean over its vectors of the mean squared error over dims.
-
-    Args:
-      inputs, reconstructions: ``(rows, dim)`` float (log-Mel dB vectors and their reconstructions).
-      clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      num_clips: number of clips (static).
-
-    Returns:
-      ``(num_clips,)`` float, in dB^2.
-    """
-    _check_pair(inputs, reconstructions, clip_id)
-    per_vector = jnp.mean(jnp.square(inputs - reconstructions), axis=1)
-    return segment_mean(per_vector, clip_id, num_clips)
-
-
-@functools.partial(jax.jit, static_argnames=("num_clips", "block_size"))
-def residual_block_means(
-    inputs: jax.Array,
-    reconstructions: jax.Array,
-    clip_id: jax.Array,
-    num_clips: int,
-    block_size: int = 128,
-) -> jax.Array:
-    """Per clip, the mean of its residual blocks ``inputs - reconstructions`` (the MAHALA input).
-
-    Each ``dim``-long residual is split into ``dim // block_size`` consecutive blocks (one per
-    frame for frame-major AE vectors) and the mean is over all blocks of all the clip's vectors.
-
-    Args:
-      inputs, reconstructions: ``(rows, dim)`` float, ``dim`` a multiple of ``block_size``.
-      clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      num_clips: number of clips (static).
-      block_size: block length (static; the number of mel bands, 128 in the baseline).
-
-    Returns:
-      ``(num_clips, block_size)`` float.
-    """
-    _check_pair(inputs, reconstructions, clip_id)
-    blocks = _residual_blocks(inputs, reconstructions, block_size)
-    return segment_mean(jnp.mean(blocks, axis=1), clip_id, num_clips)
 
 
 class BlockMoments(NamedTuple):
@@ -270,33 +216,17 @@ def _precisions(moments: BlockMoments, ridge: float) -> jax.Array:
     return jnp.where(has_target, precision, precision[SOURCE][None])
 
 
-@functools.partial(jax.jit, static_argnames="num_clips")
-def mahalanobis_clip_scores(
-    inputs: jax.Array,
-    reconstructions: jax.Array,
-    clip_id: jax.Array,
-    num_clips: int,
-    precisions: jax.Array,
-) -> jax.Array:
-    """Official MAHALA score: min over domains of the squared Mahalanobis norm of the mean residual.
+def mean_residual_blocks(mean_residual: jax.Array, block_size: int) -> jax.Array:
+    """Each clip's mean residual block from its mean residual vector.
 
     Args:
-      inputs, reconstructions: ``(rows, dim)`` float test vectors and reconstructions.
-      clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      num_clips: number of clips (static).
-      precisions: ``(2, block_size, block_size)`` from ``fit_mahalanobis``.
-
+      mean_residual: ``(clips, window * block_size)`` per-clip mean of the residual vectors.
     Returns:
-      ``(num_clips,)`` float, ``min_d m' P_d m`` with ``m`` the clip's mean residual block.
+      ``(clips, block_size)``: the vector cut into blocks (frames) and averaged, i.e. the mean of
+      all the clip's residual blocks, the input of :func:`mahalanobis_block_scores`.
     """
-    if precisions.ndim != 3 or precisions.shape[:2] != (2, precisions.shape[2]):
-        raise ValueError(
-            f"mdg/scoring.py: `precisions` must be (2, block, block), got {precisions.shape}"
-        )
-    means = residual_block_means(
-        inputs, reconstructions, clip_id, num_clips, block_size=precisions.shape[1]
-    )
-    return mahalanobis_block_scores(means, precisions)
+    mean_residual = jnp.asarray(mean_residual)
+    return mean_residual.reshape(len(mean_residual), -1, block_size).mean(axis=1)
 
 
 @jax.jit
@@ -339,38 +269,6 @@ def negative_logit_rows(
     return jnp.maximum(log_rest, log_eps) - jnp.maximum(log_p, log_eps)
 
 
-@functools.partial(jax.jit, static_argnames=("num_clips", "eps"))
-def negative_logit_clip_scores(
-    logits: jax.Array,
-    clip_id: jax.Array,
-    true_class: jax.Array,
-    num_clips: int,
-    eps: float = sys.float_info.epsilon,
-) -> jax.Array:
-    """MobileNetV2 baseline score: per clip, mean of ``log(max(1-p, eps)) - log(max(p, eps))``.
-
-    Args:
-      logits: ``(rows, num_classes)`` float, pre-softmax outputs per patch.
-      clip_id: ``(rows,)`` int in ``[0, num_clips)``.
-      true_class: ``(num_clips,)`` int, the clip's class (section) index, or ``(num_clips,
-        num_classes)`` bool candidate classes (see :func:`negative_logit_rows`).
-      num_clips: number of clips (static).
-      eps: probability floor (static); the baseline's ``sys.float_info.epsilon``.
-
-    Returns:
-      ``(num_clips,)`` float, in nats.
-    """
-    if logits.ndim != 2:
-        raise ValueError(f"mdg/scoring.py: `logits` must be (rows, classes), got {logits.shape}")
-    _check_rows("clip_id", clip_id, logits.shape[0], 1)
-    if true_class.ndim == 1:
-        _check_rows("true_class", true_class, num_clips, 1)
-        true_class = jax.nn.one_hot(true_class, logits.shape[1], dtype=bool)
-    if true_class.shape != (num_clips, logits.shape[1]):
-        raise ValueError(f"mdg/scoring.py: `true_class` mask must be (num_clips, classes), got {true_class.shape}")
-    return segment_mean(negative_logit_rows(logits, true_class[clip_id], eps), clip_id, num_clips)
-
-
 def _unit_rows(x: jax.Array) -> jax.Array:
     norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
     return x / jnp.maximum(norm, jnp.finfo(x.dtype).tiny)
@@ -388,7 +286,7 @@ def knn_clip_scores(
     """Domain-wise kNN cosine distance: min over {source, target} of the mean distance to k nearest.
 
     Args:
-      test_embeddings: ``(n_test, d)`` float per-clip embeddings (e.g. ``segment_mean`` of patches).
+      test_embeddings: ``(n_test, d)`` float per-clip embeddings (clip means of the patch embeddings).
       train_embeddings: ``(n_train, d)`` float per-clip training embeddings.
       train_is_target: ``(n_train,)`` bool, True for target-domain training clips.
       k: neighbours per domain (static); a domain with fewer clips uses all of them.
@@ -431,3 +329,103 @@ def knn_clip_scores(
         return jnp.min(per_domain)
 
     return jax.lax.map(score_row, (test_embeddings, exclude), batch_size=chunk_size)
+
+
+def _unit_rows64(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), np.finfo(np.float64).tiny)
+
+
+def centre_distance(embeddings: np.ndarray, centres: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Smallest cosine distance of each clip embedding to the centres it may be compared with.
+
+    Args:
+      embeddings: ``(clips, d)``.
+      centres: ``(centres, d)`` e.g. a cosine head's class / sub-cluster centres.
+      allowed: ``(clips, centres)`` bool, True for the centres of the clip's section.
+    Returns:
+      ``(clips,)`` float64 ``min 1 - cos`` in [0, 2]; ``inf`` for a clip with no allowed centre.
+    """
+    distance = 1.0 - _unit_rows64(embeddings) @ _unit_rows64(centres).T
+    return np.min(np.where(allowed, distance, np.inf), axis=1)
+
+
+def domain_centre_distance(embeddings: np.ndarray, groups: np.ndarray, bank: np.ndarray,
+                           bank_class: np.ndarray, bank_is_target: np.ndarray,
+                           class_group: np.ndarray, leave_one_out: bool = False) -> np.ndarray:
+    """Per-domain class-centre cosine distance, minimum over domains (module docstring).
+
+    Args:
+      embeddings: ``(clips, d)`` clips to score.
+      groups: ``(clips,)`` int section group of each clip.
+      bank: ``(n, d)`` training clip embeddings; bank_class ``(n,)`` int their class;
+        bank_is_target ``(n,)`` bool.
+      class_group: ``(classes,)`` int section group of each class.
+      leave_one_out: ``embeddings`` are the bank itself (same rows): each row's own embedding is
+        removed from its centre.
+    Returns:
+      ``(clips,)`` float64 in [0, 2]; ``inf`` where no centre of the clip's section has a clip.
+    """
+    num_classes = len(class_group)
+    unit = _unit_rows64(bank)
+    column = np.asarray(bank_class) * 2 + np.asarray(bank_is_target, np.int64)  # (class, domain)
+    sums = np.zeros((2 * num_classes, unit.shape[1]))
+    np.add.at(sums, column, unit)
+    counts = np.bincount(column, minlength=2 * num_classes)
+    queries = _unit_rows64(embeddings)
+    distance = 1.0 - queries @ _unit_rows64(sums).T
+    distance[:, counts == 0] = np.inf
+    if leave_one_out:
+        rows = np.arange(len(queries))
+        own = sums[column] - unit
+        own_distance = 1.0 - np.sum(queries * _unit_rows64(own), axis=1)
+        distance[rows, column] = np.where(counts[column] > 1, own_distance, np.inf)
+    in_section = np.repeat(np.asarray(class_group), 2)[None, :] == np.asarray(groups)[:, None]
+    return np.min(np.where(in_section, distance, np.inf), axis=1)
+
+
+def embedding_mahalanobis(embeddings: np.ndarray, groups: np.ndarray, bank: np.ndarray,
+                          bank_group: np.ndarray, bank_is_target: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance to the section's per-domain Gaussians, minimum over domains.
+
+    Args:
+      embeddings: ``(clips, d)``; groups ``(clips,)`` their section groups.
+      bank: ``(n, d)`` training embeddings; bank_group ``(n,)``; bank_is_target ``(n,)`` bool.
+    Returns:
+      ``(clips,)`` float64.
+    Raises:
+      ValueError: a clip's section has fewer than two source training clips.
+    """
+    embeddings, bank = np.asarray(embeddings, np.float64), np.asarray(bank, np.float64)
+    scores = np.full(len(embeddings), np.inf)
+    for group in np.unique(groups):
+        source = bank[(bank_group == group) & ~bank_is_target]
+        target = bank[(bank_group == group) & bank_is_target]
+        if len(source) < 2:
+            raise ValueError(f"Mahalanobis on embeddings needs >= 2 source training clips per section; "
+                             f"section group {group} has {len(source)}")
+        source_fit = LedoitWolf().fit(source)
+        rows = groups == group
+        for clips in (source, target):
+            if not len(clips):
+                continue
+            precision = LedoitWolf().fit(clips).precision_ if len(clips) >= 2 else source_fit.precision_
+            delta = embeddings[rows] - clips.mean(axis=0)
+            scores[rows] = np.minimum(scores[rows], np.einsum("ci,ij,cj->c", delta, precision, delta))
+    return scores
+
+
+def lof_scores(test_embeddings: np.ndarray, train_embeddings: np.ndarray,
+               max_neighbours: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Local outlier factor on embeddings, fitted on the training clips (module docstring).
+
+    Returns:
+      ``(train scores (n_train,), test scores (n_test,))`` float64, ~1 for inliers.
+    """
+    neighbours = min(max_neighbours, len(train_embeddings) - 1)
+    if neighbours < 1:
+        raise ValueError(f"the local outlier factor needs >= 2 training clips, got {len(train_embeddings)}")
+    lof = LocalOutlierFactor(n_neighbors=neighbours, novelty=True, metric="cosine")
+    lof.fit(np.asarray(train_embeddings, np.float64))
+    return (-lof.negative_outlier_factor_.astype(np.float64),
+            -lof.score_samples(np.asarray(test_embeddings, np.float64)).astype(np.float64))

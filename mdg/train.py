@@ -1,21 +1,24 @@
 """Training and evaluation: ``train_and_evaluate(config, workdir)``, one loop for every model.
 
-Read top to bottom: data units, model/objective, update step, the train loop (mesh, input,
-state, checkpoint/resume, NaN guard, metrics), clip-level outputs for scoring, and the driver.
+Read top to bottom: model and train state, the update step (compiled once), the train loop (mesh,
+input with device prefetch, checkpoint/resume, NaN guard, metrics), and the driver that trains
+every unit (:mod:`mdg.units`), scores it (:mod:`mdg.score_methods`) and writes the results
+(:mod:`mdg.evaluate`).
 
-A *unit* is what one model is trained on: a machine type (the DCASE 2022 baselines) or a
-(machine type, section) pair (``data.per_section``, the DCASE 2023 baseline). Units are trained
-one after another, each with its own checkpoints under ``workdir/checkpoints/<unit>``.
+What a loop iteration does is decided by declarations, not by model names: the model's ``KIND``
+and ``OUTPUTS`` (:mod:`mdg.models`), the objective named by ``train.loss``
+(:mod:`mdg.objectives`), and the score methods named by ``eval.scores``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import functools
 import json
 import os
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -26,12 +29,12 @@ import optax
 import tqdm
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from mdg import checkpoint, evaluate, models, scoring, sharding
-from mdg.data import layout, pipeline, prepare, targets, tfds_builder
+from mdg import checkpoint, clip_outputs, evaluate, losses, models, objectives, score_methods, sharding
+from mdg.data import pipeline, prepare
+from mdg.units import Unit, iterate_units
 
-Batch = dict[str, jax.Array]
+PREFETCH_BATCHES = 2   # training batches put on the devices ahead of the running step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -39,90 +42,61 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------
-# Data units.
+# Model and train state.
 
 
-@dataclasses.dataclass
-class Unit:
-    """The clips one model is trained on and scored with; arrays as returned by the shard loader."""
-
-    name: str                        # "fan" or "fan_section_00"
-    machine: str
-    train: dict[str, np.ndarray]     # log_mel (clips, frames, mels) + per-clip metadata arrays
-    test: dict[str, np.ndarray]
-    train_classes: np.ndarray | None = None   # (train clips,) int32 class targets, classifiers only
-    test_classes: np.ndarray | None = None
-    class_names: tuple[str, ...] = ()
-
-
-def select_clips(split: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows of every per-clip array of a split where ``mask`` holds."""
-    return {k: v[mask] for k, v in split.items()}
-
-
-# ----------------------------------------------------------------------------------------------
-# Model and objective.
-
-
-def create_model(config: ml_collections.ConfigDict, num_classes: int, seed: int) -> nnx.Module:
-    """The model named by ``config.model.name``, sized by the other ``config.model`` fields."""
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 objective: objectives.Objective) -> nnx.Module:
+    """The model named by ``config.model.name``, sized by ``config.model``, with the head the
+    objective needs; parameters from ``config.seed``."""
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
-    if config.model.name != "autoencoder":
-        kwargs["num_classes"] = num_classes
-    return models.create_model(config.model.name, rngs=nnx.Rngs(seed), **kwargs)
+    if models.model_class(config.model.name).KIND == "classifier":
+        kwargs.update(num_classes=num_classes, **objective.model_kwargs(num_classes))
+    return models.create_model(config.model.name, rngs=nnx.Rngs(config.seed), **kwargs)
 
 
-def is_classifier(config: ml_collections.ConfigDict) -> bool:
-    return config.model.name != "autoencoder"
+def initial_state(model: nnx.Module, tx: optax.GradientTransformation, seed: int) -> dict[str, Any]:
+    """The train state pytree: ``params``, ``rest`` (BN statistics, head scale), ``opt_state``,
+    ``step`` int32, ``rng`` uint32 key data (mixup and anything stochastic; checkpointed)."""
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    rng = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 1))
+    return {"params": params, "rest": rest, "opt_state": tx.init(params),
+            "step": jnp.zeros((), jnp.int32), "rng": rng}
 
 
-def loss_fn(model: nnx.Module, batch: Batch, classifier: bool) -> jax.Array:
-    """Scalar training loss: the batch mean of :func:`row_outputs`' per-window ``loss``.
-
-    Under jit, XLA drops the outputs the loss does not use.
-    """
-    return jnp.mean(row_outputs(model, batch, classifier)["loss"])
-
-
-def row_outputs(model: nnx.Module, batch: Batch, classifier: bool) -> dict[str, jax.Array]:
-    """Per-window outputs that scoring averages per clip; each (batch, ...) float32.
-
-    autoencoder: ``sq_err`` mean squared reconstruction error of the window, ``residual`` its
-    input minus reconstruction (window * mels); ``loss`` = ``sq_err``.
-    classifier: ``neg_logit`` (:func:`scoring.negative_logit_rows`; ``batch["y"]`` is the clip's
-    class, or a (batch, classes) bool mask of candidate classes for clips whose attribute
-    combination was not seen in training), ``embedding`` the pooled embedding, ``loss`` the
-    cross-entropy against the (uniformly weighted) candidates.
-    """
-    if classifier:
-        logits, embedding = model(batch["x"])
-        y = batch["y"]
-        candidates = y if y.ndim == 2 else jax.nn.one_hot(y, logits.shape[1], dtype=bool)
-        target = candidates / jnp.sum(candidates, axis=1, keepdims=True)
-        return {"neg_logit": scoring.negative_logit_rows(logits, candidates),
-                "embedding": embedding,
-                "loss": optax.softmax_cross_entropy(logits, target)}
-    residual = batch["x"] - model(batch["x"])
-    sq_err = jnp.mean(jnp.square(residual), axis=-1)
-    return {"sq_err": sq_err, "residual": residual, "loss": sq_err}
+def optimizer(learning_rate: float) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
 
 
 # ----------------------------------------------------------------------------------------------
-# Update step (pure, jit-compiled, batch sharded over the mesh, state replicated).
+# Update step (pure, jit-compiled once per graph and settings, batch sharded, state replicated).
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, classifier: bool):
-    """Returns ``step(state, monitor, batch) -> (state, monitor)``.
+@functools.cache
+def train_step_fn(graphdef: nnx.GraphDef, objective: objectives.Objective, num_classes: int,
+                  learning_rate: float, mixup_alpha: float):
+    """Jitted ``step(state, monitor, batch) -> (state, monitor)``; cached, so every unit and epoch
+    with the same graph and settings reuses one compilation.
 
-    ``state``: params, rest (BN statistics), opt_state, step. ``monitor`` accumulates on device,
-    without a host sync: ``loss_sum``, ``num_steps`` and ``first_bad_step`` (-1 while every loss
-    was finite, else the first step whose loss was NaN/inf).
+    ``batch``: ``x`` windows, ``y`` int32 class per window (classifiers). With ``mixup_alpha`` > 0
+    the inputs and one-hot targets are mixed (:func:`mdg.losses.mixup`) with a key split off the
+    state's ``rng``. ``monitor`` accumulates on device, without a host sync: ``loss_sum``,
+    ``num_steps`` and ``first_bad_step`` (-1 while every loss was finite, else the first step
+    whose loss was NaN/inf).
     """
+    tx = optimizer(learning_rate)
 
     def step(state, monitor, batch):
+        rng, mix_key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+        x = batch["x"]
+        targets = jax.nn.one_hot(batch["y"], num_classes) if objective.kind == "classifier" else None
+        if mixup_alpha > 0:
+            x, mixed = losses.mixup(mix_key, x, x if targets is None else targets, mixup_alpha)
+            targets = None if targets is None else mixed
+
         def compute_loss(params, rest):
             model = nnx.merge(graphdef, params, rest, copy=True)
-            loss = loss_fn(model, batch, classifier)
+            loss = jnp.mean(objective.row_loss(model, model.outputs(x), x, targets, training=True))
             _, _, rest = nnx.split(model, nnx.Param, ...)
             return loss, rest
 
@@ -134,6 +108,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cl
             "rest": rest,
             "opt_state": opt_state,
             "step": state["step"] + 1,
+            "rng": jax.random.key_data(rng),
         }
         bad = ~jnp.isfinite(loss) & (monitor["first_bad_step"] < 0)
         new_monitor = {
@@ -152,86 +127,53 @@ def new_monitor(mesh) -> dict[str, jax.Array]:
          "first_bad_step": jnp.full((), -1, jnp.int32)}, mesh)
 
 
+def check_finite(monitor: dict[str, jax.Array], unit_name: str) -> float:
+    """Host sync: raises NonFiniteLossError if any loss since the last reset was NaN/inf; else the mean loss."""
+    first_bad = int(monitor["first_bad_step"])
+    if first_bad >= 0:
+        raise NonFiniteLossError(
+            f"{unit_name}: non-finite training loss at step {first_bad}; stopped without saving, so the newest "
+            "checkpoint holds the last good state (lower train.learning_rate or check the input features)")
+    return float(monitor["loss_sum"]) / max(int(monitor["num_steps"]), 1)
+
+
 # ----------------------------------------------------------------------------------------------
-# Clip-level outputs: every window of every clip through the model, averaged per clip on device.
+# Input: batches put on the devices ahead of the step that uses them.
 
 
-def make_clip_sums(graphdef: nnx.GraphDef, classifier: bool, num_clips: int, block_size: int):
-    """Returns ``fn(state, acc, batch) -> acc`` adding each row output into its clip's sum.
+def prefetch_to_devices(batches: pipeline.TrainBatches, mesh, size: int = PREFETCH_BATCHES
+                        ) -> Iterator[tuple[dict[str, jax.Array], dict[str, int]]]:
+    """Yields ``(device batch, stream position after it)``, keeping ``size`` batches in flight.
 
-    With ``"moments"`` in ``acc`` (autoencoder), also merges the batch's residual-block moments
-    per domain (``batch["is_target"]``) for the Mahalanobis score.
+    The transfers are asynchronous, so the next batches are copied while the current step runs;
+    the position is what a checkpoint taken after that batch's step must store.
     """
+    queue = collections.deque()
 
-    def fn(state, acc, batch):
-        model = nnx.merge(graphdef, state["params"], state["rest"], copy=True)
-        rows = row_outputs(model, batch, classifier)
-        weight = batch["mask"].astype(jnp.float32)
-        rows["count"] = jnp.ones_like(weight)
-        segment = jnp.where(batch["mask"], batch["clip"], num_clips)  # padding -> dropped segment
-        new = {"sums": {
-            k: acc["sums"][k] + jax.ops.segment_sum(v * weight.reshape((-1,) + (1,) * (v.ndim - 1)),
-                                                    segment, num_segments=num_clips)
-            for k, v in rows.items()}}
-        if "moments" in acc:
-            batch_moments = scoring.residual_block_moments(
-                rows["residual"], batch["is_target"], batch["mask"], block_size=block_size)
-            new["moments"] = scoring.merge_block_moments(acc["moments"], batch_moments)
-        return new
+    def enqueue():
+        batch = next(batches)
+        queue.append((sharding.shard_batch(batch, mesh), batches.get_state()))
 
-    return jax.jit(fn, donate_argnums=(1,))
+    for _ in range(size):
+        enqueue()
+    while True:
+        item = queue.popleft()
+        enqueue()
+        yield item
 
 
-def clip_means(config, graphdef, state, log_mels: np.ndarray, clip_classes: np.ndarray | None,
-               mesh, progress: bool = True, clip_is_target: np.ndarray | None = None,
-               hop: int | None = None):
-    """Mean of every per-window output (see :func:`row_outputs`) over each clip's windows.
+@functools.cache
+def _compile_clock() -> list[float]:
+    """Seconds spent in XLA compilation in this process so far (a one-element list, updated by a
+    jax.monitoring listener registered on first use)."""
+    total = [0.0]
 
-    Windows start every ``hop`` frames (default ``input.eval_hop``). Returns numpy arrays with a
-    leading ``clips`` axis; ``count`` holds the windows per clip.
-    With ``clip_is_target`` (bool per clip; autoencoder only), also returns ``moments``: the
-    residual-block moments of all windows per domain (:class:`scoring.BlockMoments`).
-    """
-    classifier = is_classifier(config)
-    num_clips = len(log_mels)
-    batch_size = config.input.eval_batch_size
-    local = sharding.check_batch_size(batch_size, mesh)
-    fn = make_clip_sums(graphdef, classifier, num_clips, config.features.n_mels)
-    lo = jax.process_index() * local
-    acc = None
-    batches = pipeline.eval_batches(log_mels, config.input.window, hop or config.input.eval_hop,
-                                    batch_size, config.input.flatten, clip_classes)
-    for batch in tqdm.tqdm(batches, desc="scoring", leave=False,
-                           disable=not progress or jax.process_index() != 0):
-        if clip_is_target is not None:
-            batch["is_target"] = clip_is_target[batch["clip"]]
-        batch = sharding.shard_batch({k: v[lo:lo + local] for k, v in batch.items()}, mesh)
-        if acc is None:
-            acc = sharding.replicate(zero_accumulators(graphdef, state, batch, classifier, num_clips,
-                                                       clip_is_target is not None, config.features.n_mels), mesh)
-        acc = fn(state, acc, batch)
-    acc = jax.tree.map(np.asarray, multihost_utils.process_allgather(acc, tiled=True))
-    sums = acc["sums"]
-    count = sums.pop("count")
-    means = {k: v / count.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in sums.items()}
-    means["count"] = count
-    if "moments" in acc:
-        means["moments"] = acc["moments"]
-    return means
+    def listen(event: str, seconds: float, **_) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            total[0] += seconds
 
-
-def zero_accumulators(graphdef, state, batch, classifier, num_clips, with_moments, block_size):
-    """Zero sums shaped like :func:`row_outputs` per clip (+ empty block moments)."""
-    shapes = jax.eval_shape(
-        lambda s, b: row_outputs(nnx.merge(graphdef, s["params"], s["rest"], copy=True), b, classifier),
-        state, batch)
-    sums = {k: jnp.zeros((num_clips,) + v.shape[1:], jnp.float32) for k, v in shapes.items()}
-    sums["count"] = jnp.zeros((num_clips,), jnp.float32)
-    acc = {"sums": sums}
-    if with_moments:
-        acc["moments"] = scoring.BlockMoments(
-            jnp.zeros((2,)), jnp.zeros((2, block_size)), jnp.zeros((2, block_size, block_size)))
-    return acc
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    return total
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,12 +189,16 @@ def append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
 
 def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path,
                allow_training: bool = True):
-    """Trains one model on ``unit`` (resuming from its newest checkpoint); returns (graphdef, state).
+    """Trains one model on ``unit`` (resuming from its newest checkpoint).
 
-    With ``allow_training=False`` the unit's finished checkpoint is loaded, and its absence is an error.
+    Returns ``(eval_graphdef, state)``: the eval-mode graph (BN on running statistics) and the
+    final train state. With ``allow_training=False`` the unit's finished checkpoint is loaded, and
+    its absence is an error.
     """
-    classifier = is_classifier(config)
+    compile_clock = _compile_clock()
     seed = config.seed
+    objective = objectives.from_config(config)
+    num_classes = len(unit.class_names)
 
     # --- Input: validation clips held out at random; endless shuffled training stream.
     log_mels = unit.train["log_mel"]
@@ -265,18 +211,17 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
         clip_labels=None if classes is None else classes[train_idx],
         process_index=jax.process_index(), process_count=jax.process_count())
     total_steps = config.train.num_epochs * batches.steps_per_epoch
+    val_candidates = None if classes is None else np.eye(num_classes, dtype=bool)[classes[val_idx]]
 
-    # --- Model and optimizer; parameters replicated over the mesh.
-    model = create_model(config, len(unit.class_names), seed)
+    # --- Model, optimizer and train state; replicated over the mesh.
+    model = create_model(config, num_classes, objective)
     model.eval()   # BN on running statistics: validation and scoring
     eval_graphdef, _, _ = nnx.split(model, nnx.Param, ...)
     model.train()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    tx = optax.adam(config.train.learning_rate)
-    state = sharding.replicate(
-        {"params": params, "rest": rest, "opt_state": tx.init(params),
-         "step": jnp.zeros((), jnp.int32)}, mesh)
-    train_step = make_train_step(graphdef, tx, classifier)
+    graphdef = nnx.split(model, nnx.Param, ...)[0]
+    state = sharding.replicate(initial_state(model, optimizer(config.train.learning_rate), seed), mesh)
+    train_step = train_step_fn(graphdef, objective, num_classes, float(config.train.learning_rate),
+                               float(config.train.mixup_alpha))
 
     # --- Checkpoints: resume from the newest one if there is one.
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints" / unit.name, config.ckpt.save_every_steps,
@@ -291,113 +236,54 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
             f"{unit.name}: no finished checkpoint in {workdir / 'checkpoints' / unit.name} (newest step "
             f"{ckpt.latest_step()}, training needs {total_steps}); run --mode train or all first")
 
+    def validation_loss() -> float:
+        means = clip_outputs.clip_means(
+            eval_graphdef, {"params": state["params"], "rest": state["rest"]}, objective, ("loss",),
+            log_mels[val_idx], mesh, window=config.input.window, hop=config.input.train_hop,
+            flatten=config.input.flatten, batch_size=config.input.eval_batch_size,
+            clip_classes=val_candidates)
+        return float(np.mean(means["loss"]))
+
     # --- Loop.
     metrics_path = workdir / "metrics.jsonl"
     monitor = new_monitor(mesh)
-    epoch_start, steps_at_epoch_start = time.perf_counter(), step
+    epoch_start, steps_at_epoch_start, compile_at_epoch_start = time.perf_counter(), step, compile_clock[0]
     bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"train {unit.name}", unit="step",
                     disable=jax.process_index() != 0 or step >= total_steps)
+    stream = prefetch_to_devices(batches, mesh) if step < total_steps else iter(())
     # A run stopped by an error (e.g. a NaN loss) first lets pending asynchronous saves of good
     # states finish, so its newest checkpoint survives.
     try:
-        while step < total_steps:
-            state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
+        for batch, data_state in stream:
+            state, monitor = train_step(state, monitor, batch)
             step += 1
             bar.update(1)
-            epoch_done = batches.step_in_epoch == 0
+            epoch_done = data_state["step_in_epoch"] == 0
             if step % config.train.log_every_steps == 0 or epoch_done or step == total_steps:
                 loss = check_finite(monitor, unit.name)
                 bar.set_postfix(loss=f"{loss:.4g}")
             if epoch_done or step == total_steps:
-                seconds = time.perf_counter() - epoch_start
-                record = {"unit": unit.name, "step": step, "epoch": batches.epoch, "loss": loss,
-                          "epoch_time_s": seconds,
-                          "samples_per_s": (step - steps_at_epoch_start) * config.train.batch_size / seconds}
+                record = {"unit": unit.name, "step": step, "epoch": data_state["epoch"], "loss": loss,
+                          "learning_rate": float(config.train.learning_rate)}
                 if len(val_idx):
-                    record["val_loss"] = float(np.mean(clip_means(
-                        config, eval_graphdef, state, log_mels[val_idx],
-                        None if classes is None else classes[val_idx], mesh, progress=False,
-                        hop=config.input.train_hop)["loss"]))
+                    record["val_loss"] = validation_loss()
+                seconds = time.perf_counter() - epoch_start   # training + validation
+                record.update(epoch_time_s=seconds, compile_s=compile_clock[0] - compile_at_epoch_start,
+                              samples_per_s=(step - steps_at_epoch_start) * config.train.batch_size / seconds)
                 append_jsonl(metrics_path, record)
                 monitor = new_monitor(mesh)
                 epoch_start, steps_at_epoch_start = time.perf_counter(), step
+                compile_at_epoch_start = compile_clock[0]
             if step % config.ckpt.save_every_steps == 0 or step == total_steps:
                 check_finite(monitor, unit.name)
-                ckpt.save(step, state, batches.get_state(), force=step == total_steps)
+                ckpt.save(step, state, data_state, force=step == total_steps)
+            if step == total_steps:
+                break
     finally:
         bar.close()
         ckpt.wait()
         ckpt.close()
     return eval_graphdef, state
-
-
-def check_finite(monitor: dict[str, jax.Array], unit_name: str) -> float:
-    """Host sync: raises NonFiniteLossError if any loss since the last reset was NaN/inf; else the mean loss."""
-    first_bad = int(monitor["first_bad_step"])
-    if first_bad >= 0:
-        raise NonFiniteLossError(
-            f"{unit_name}: non-finite training loss at step {first_bad}; stopped without saving, so the newest "
-            "checkpoint holds the last good state (lower train.learning_rate or check the input features)")
-    return float(monitor["loss_sum"]) / max(int(monitor["num_steps"]), 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# Scoring: clip-level outputs -> one anomaly score per clip for every configured method.
-
-
-def score_methods(config: ml_collections.ConfigDict) -> list[str]:
-    methods = [m.strip() for m in config.eval.scores.split(",") if m.strip()]
-    allowed = CLASSIFIER_SCORES if is_classifier(config) else AUTOENCODER_SCORES
-    unknown = sorted(set(methods) - set(allowed))
-    if unknown or not methods:
-        raise ValueError(f"eval.scores {config.eval.scores!r}: {config.model.name} supports {allowed}")
-    return methods
-
-
-AUTOENCODER_SCORES = ("mse", "mahalanobis")
-CLASSIFIER_SCORES = ("neg_logit", "knn")
-
-
-def score_unit(config, unit: Unit, graphdef, state, mesh) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{method: (train clip scores, test clip scores)}, float64 numpy, larger = more anomalous.
-
-    Training-clip scores set the decision thresholds.
-    """
-    methods = score_methods(config)
-    train_is_target = unit.train["domain"] == 1
-    wants_moments = "mahalanobis" in methods
-    train_out = clip_means(config, graphdef, state, unit.train["log_mel"], unit.train_classes, mesh,
-                           clip_is_target=train_is_target if wants_moments else None)
-    test_out = clip_means(config, graphdef, state, unit.test["log_mel"], unit.test_classes, mesh)
-    scores = {}
-    for method in methods:
-        if method == "mse":
-            pair = train_out["sq_err"], test_out["sq_err"]
-        elif method == "mahalanobis":
-            precisions = scoring.fit_mahalanobis(train_out["moments"])
-            pair = tuple(mahalanobis_of_clip_means(out["residual"], precisions)
-                         for out in (train_out, test_out))
-        elif method == "neg_logit":
-            pair = train_out["neg_logit"], test_out["neg_logit"]
-        else:  # knn: training clips are scored leave-one-out, so none is its own neighbour
-            bank = jnp.asarray(train_out["embedding"])
-            pair = (scoring.knn_clip_scores(bank, bank, train_is_target, k=config.eval.knn_k,
-                                            exclude=jnp.arange(len(bank))),
-                    scoring.knn_clip_scores(jnp.asarray(test_out["embedding"]), bank, train_is_target,
-                                            k=config.eval.knn_k))
-        scores[method] = tuple(np.asarray(p, np.float64) for p in pair)
-    return scores
-
-
-def mahalanobis_of_clip_means(mean_residual: np.ndarray, precisions: jax.Array) -> jax.Array:
-    """Mahalanobis score from each clip's mean residual vector (clips, window * mels).
-
-    Cut into mel-sized blocks and averaged again, it is the clip's mean residual block, which is
-    all the score needs.
-    """
-    block_size = precisions.shape[1]
-    blocks = jnp.asarray(mean_residual).reshape(len(mean_residual), -1, block_size)
-    return scoring.mahalanobis_block_scores(blocks.mean(axis=1), precisions)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,87 +294,9 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
     return os.path.join("workdirs", config.model.name)
 
 
-def make_units(config, splits: dict[str, tuple[dict, dict]]) -> list[Unit]:
-    """Training units from {machine: (train split, test split)}.
-
-    One unit per machine type, or per (machine type, section) with ``data.per_section``, or
-    one over all machine types for the ``machine_section`` classification target.
-    """
-    if is_classifier(config) and config.data.target == "machine_section":
-        units = [Unit(name="all_machines", machine="all",
-                      train=concatenate_splits([tr for tr, _ in splits.values()]),
-                      test=concatenate_splits([te for _, te in splits.values()]))]
-    else:
-        units = []
-        for machine, (train_split, test_split) in splits.items():
-            if not config.data.per_section:
-                units.append(Unit(name=machine, machine=machine, train=train_split, test=test_split))
-                continue
-            for section in np.unique(train_split["section"]):
-                units.append(Unit(
-                    name=f"{machine}_section_{section:02d}", machine=machine,
-                    train=select_clips(train_split, train_split["section"] == section),
-                    test=select_clips(test_split, test_split["section"] == section)))
-    if is_classifier(config):
-        for unit in units:
-            add_class_targets(unit, config.data.target)
-    return units
-
-
-def concatenate_splits(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """One split from several machine types' splits (their clips must have equal frame counts)."""
-    frames = {p["log_mel"].shape[1:] for p in parts}
-    if len(frames) > 1:
-        raise ValueError(f"the machine_section target trains one model on all machine types, whose clips "
-                         f"must then have one length; found log-Mel shapes {sorted(frames)}")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def add_class_targets(unit: Unit, kind: str) -> None:
-    """Class list from the unit's training clips; int classes for training clips and candidate
-    masks for test clips (an attribute combination unseen in training -> its section's classes)."""
-    def keys(split, attributes_known=None):
-        return targets.class_keys(kind, split["machine"], split["section"], split["attribute_names"],
-                                  split["attribute_values"], attributes_known=attributes_known)
-
-    train_keys = keys(unit.train)
-    unit.class_names = targets.build_classes(kind, train_keys)
-    unit.train_classes = targets.encode(train_keys, unit.class_names)
-    known = [not layout.is_unlabelled_name(n) for n in unit.test["file_name"]]
-    unit.test_classes = targets.true_class_mask(keys(unit.test, known), unit.class_names, unknown="section")
-
-
-def clip_table(tests: list[dict[str, np.ndarray]], scores: list[np.ndarray]) -> evaluate.ClipScores:
-    """Per-clip metadata of test splits + their scores -> one results table."""
-    def column(name):
-        return np.concatenate([t[name] for t in tests])
-    domain_names = np.array(["unknown", "source", "target"])
-    return evaluate.ClipScores(
-        machine=column("machine"), section=column("section"), file_name=column("file_name"),
-        domain=domain_names[column("domain") + 1], label=column("label"), score=np.concatenate(scores))
-
-
 def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
     if jax.process_index() == 0:
         evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
-
-
-def load_splits(config, machine: str, builder) -> tuple[dict, dict]:
-    """(train, test) per-clip arrays of one machine type; eval-set ground truth applied if given."""
-    train_split = tfds_builder.load_split(builder, "train")
-    test_split = tfds_builder.load_split(builder, "test")
-    if config.data.eval_ground_truth:
-        test_split = prepare.with_ground_truth(test_split, machine, config.data.eval_ground_truth)
-    return train_split, test_split
-
-
-def iterate_units(config, builders: dict):
-    """Units in order, loading one machine type's shards at a time where the units allow it."""
-    if is_classifier(config) and config.data.target == "machine_section":
-        yield from make_units(config, {m: load_splits(config, m, b) for m, b in builders.items()})
-        return
-    for machine, builder in builders.items():
-        yield from make_units(config, {machine: load_splits(config, machine, builder)})
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
@@ -498,6 +306,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     checkpoints; an unfinished unit is an error), "all". Returns the report (markdown) when it
     scores.
     """
+    objectives.from_config(config)      # configuration errors before any work
+    methods = score_methods.from_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
@@ -507,32 +317,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
 
     mesh = sharding.make_mesh(config.train.num_devices or None)
     logging.info("mesh: %d devices %s", mesh.size, mesh.devices.ravel().tolist())
-    methods = score_methods(config)
-    train_scores = {m: [] for m in methods}
-    train_machines = []
-    test_scores = {m: [] for m in methods}
-    test_splits = []
+    objective = objectives.from_config(config)
+    scored, tests, train_machines = [], [], []
     for unit in iterate_units(config, builders):
         graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
         if mode == "train":
             continue
-        for method, (train, test) in score_unit(config, unit, graphdef, state, mesh).items():
-            train_scores[method].append(train)
-            test_scores[method].append(test)
+        scored.append(score_methods.score_unit(
+            config, unit, graphdef, {"params": state["params"], "rest": state["rest"]}, mesh, objective, methods))
+        tests.append(unit.test)
         train_machines.append(unit.train["machine"])
-        test_splits.append(unit.test)
     if mode == "train" or jax.process_index() != 0:
         return None
-
-    results_dir = workdir / "results"
-    machines = np.concatenate(train_machines)
-    summaries = {}
-    for method in methods:
-        thresholds = evaluate.fit_machine_thresholds(
-            machines, np.concatenate(train_scores[method]), config.eval.decision_percentile)
-        summaries[method] = evaluate.evaluate_method(
-            results_dir, method, clip_table(test_splits, test_scores[method]), thresholds,
-            max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
-    report = evaluate.write_report(results_dir, summaries)
+    report = evaluate.write_results(
+        workdir / "results", methods, np.concatenate(train_machines), tests,
+        {m: [s.scores[m] for s in scored] for m in methods},
+        max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
     print(report)
     return report

@@ -3,7 +3,7 @@
 tests/test_multiprocess.py starts it through ``launch/local_multiprocess.py``; it also calls
 :func:`train_and_score` in-process as the single-process reference. Every process builds the same
 in-memory unit, trains it with ``train.train_unit`` on a mesh over all global devices and scores
-it with ``train.clip_means``; process 0 writes the outcome to ``<workdir>/result.json``.
+it with ``clip_outputs.clip_means``; process 0 writes the outcome to ``<workdir>/result.json``.
 
     python tests/multiprocess_driver.py --workdir DIR   (with PYTHONPATH = the project root)
 """
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from mdg import evaluate, sharding, train
-from test_train import fake_unit, tiny_config
+from test_train import clip_means, fake_unit, tiny_config
 
 RESULT_FILE = "result.json"
 
@@ -33,8 +33,7 @@ def train_and_score(workdir: pathlib.Path, num_devices: int | None = None) -> di
     config, unit = tiny_config(), fake_unit()
     mesh = sharding.make_mesh(num_devices)
     graphdef, state = train.train_unit(config, unit, mesh, workdir)
-    outputs = train.clip_means(config, graphdef, state, unit.train["log_mel"], None, mesh,
-                               progress=False)
+    outputs = clip_means(config, graphdef, state, unit.train["log_mel"], mesh)
     return {"step": np.asarray(int(state["step"])), "process_count": np.asarray(jax.process_count()),
             "device_count": np.asarray(mesh.size),
             **{k: np.asarray(outputs[k]) for k in ("sq_err", "residual", "count")}}

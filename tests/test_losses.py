@@ -35,7 +35,7 @@ def test_reconstruction_mse_matches_numpy():
     rng = np.random.default_rng(1)
     x, r = rng.normal(size=(2, 6, 40)).astype(np.float32)
     np.testing.assert_allclose(
-        losses.reconstruction_mse(x, r), np.mean((np.float64(x) - r) ** 2), rtol=1e-6
+        losses.reconstruction_mse(x, r), np.mean((np.float64(x) - r) ** 2, axis=1), rtol=1e-6
     )
     with pytest.raises(ValueError, match="losses.py"):
         losses.reconstruction_mse(x, r[:, :-1])
@@ -47,12 +47,12 @@ def test_softmax_cross_entropy_integer_and_soft_labels():
     labels = rng.integers(0, 5, size=7)
     log_p = np.log(softmax(np.float64(logits), axis=1))
     np.testing.assert_allclose(
-        losses.softmax_cross_entropy(logits, labels), -log_p[np.arange(7), labels].mean(), rtol=1e-5
+        losses.softmax_cross_entropy(logits, labels), -log_p[np.arange(7), labels], rtol=1e-5
     )
     soft = rng.dirichlet(np.ones(5), size=7)
     np.testing.assert_allclose(
         losses.softmax_cross_entropy(logits, soft.astype(np.float32)),
-        -(soft * log_p).sum(axis=1).mean(), rtol=1e-5,
+        -(soft * log_p).sum(axis=1), rtol=1e-5,
     )
 
 
@@ -183,7 +183,7 @@ def _total_loss(kind: str, embeddings, weights, labels):
         logits, _ = losses.adacos_logits(embeddings, weights, labels, 2.0)
     else:
         logits, _ = losses.subcluster_adacos_logits(embeddings, weights, labels, 1, 2.0)
-    return losses.softmax_cross_entropy(logits, labels)
+    return jnp.mean(losses.softmax_cross_entropy(logits, labels))
 
 
 @pytest.mark.parametrize("kind", ["arcface", "adacos", "subcluster_adacos"])
@@ -200,12 +200,12 @@ def test_margin_losses_have_finite_gradients_at_cos_plus_minus_one(batch, kind):
 def test_reconstruction_and_mixup_losses_are_differentiable():
     rng = np.random.default_rng(5)
     x, r = rng.normal(size=(2, 4, 10)).astype(np.float32)
-    grad = jax.grad(losses.reconstruction_mse, argnums=1)(x, r)
+    grad = jax.grad(lambda x, r: jnp.mean(losses.reconstruction_mse(x, r)), argnums=1)(x, r)
     np.testing.assert_allclose(grad, 2 * (r - x) / x.size, rtol=1e-5, atol=1e-7)
 
     def mixed_loss(logits):
         _, y_mix = losses.mixup(jax.random.key(1), logits, jnp.eye(4), 1.0)
-        return losses.softmax_cross_entropy(logits, y_mix)
+        return jnp.mean(losses.softmax_cross_entropy(logits, y_mix))
 
     logits = jnp.asarray(rng.normal(size=(4, 4)), jnp.float32)
     assert np.all(np.isfinite(jax.jit(jax.grad(mixed_loss))(logits)))

@@ -315,7 +315,7 @@ def test_mobilenet_v2_rejects_bad_arguments():
 def test_registry():
     model = nnx.eval_shape(lambda: create_model("mobilenet_v2", nnx.Rngs(0), num_classes=4,
                                                  alpha=1.0))
-    assert isinstance(model, MobileNetV2) and model.classifier.out_features == 4
+    assert isinstance(model, MobileNetV2) and model.head.dense.out_features == 4
     with pytest.raises(ValueError, match="known models"):
         create_model("resnet", nnx.Rngs(0))
     with pytest.raises(ValueError, match="hiden_dim"):

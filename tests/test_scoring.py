@@ -20,52 +20,9 @@ def _clip_layout(rng: np.random.Generator, vectors_per_clip: list[int]) -> np.nd
     return rng.permutation(clip_id)
 
 
-@pytest.fixture
-def ae_batch():
-    rng = np.random.default_rng(0)
-    clip_id = _clip_layout(rng, [4, 1, 7, 3])  # clip 1 has a single vector
-    rows = clip_id.size
-    inputs = rng.normal(size=(rows, 5 * BLOCK)).astype(np.float32)
-    reconstructions = (inputs + rng.normal(scale=0.5, size=inputs.shape) + 0.1).astype(np.float32)
-    return inputs, reconstructions, clip_id
-
-
-def test_segment_mean_matches_loop_and_flags_empty_clip():
-    rng = np.random.default_rng(1)
-    values = rng.normal(size=(9, 3))
-    clip_id = np.array([0, 2, 2, 0, 2, 0, 0, 2, 2])
-    got = np.asarray(scoring.segment_mean(jnp.asarray(values, jnp.float32), clip_id, 3))
-    for clip in (0, 2):
-        np.testing.assert_allclose(got[clip], values[clip_id == clip].mean(axis=0), rtol=1e-5)
-    assert np.all(np.isnan(got[1]))
-
-
-def test_mse_clip_scores_matches_loop(ae_batch):
-    inputs, reconstructions, clip_id = ae_batch
-    got = scoring.mse_clip_scores(inputs, reconstructions, clip_id, 4)
-    x, r = inputs.astype(np.float64), reconstructions.astype(np.float64)
-    want = [np.mean((x[clip_id == c] - r[clip_id == c]) ** 2) for c in range(4)]
-    np.testing.assert_allclose(got, want, rtol=1e-5)
-
-
-def test_residual_block_means_matches_loop(ae_batch):
-    inputs, reconstructions, clip_id = ae_batch
-    got = scoring.residual_block_means(inputs, reconstructions, clip_id, 4, block_size=BLOCK)
-    assert got.shape == (4, BLOCK)
-    residual = inputs.astype(np.float64) - reconstructions
-    for c in range(4):
-        blocks = residual[clip_id == c].reshape(-1, BLOCK)
-        np.testing.assert_allclose(got[c], blocks.mean(axis=0), rtol=1e-5, atol=1e-6)
-
-
-def test_bad_shapes_raise_clear_errors(ae_batch):
-    inputs, reconstructions, clip_id = ae_batch
-    with pytest.raises(ValueError, match="scoring.py.*multiple of block_size"):
-        scoring.residual_block_means(inputs, reconstructions, clip_id, 4, block_size=7)
-    with pytest.raises(ValueError, match="scoring.py.*reconstructions"):
-        scoring.mse_clip_scores(inputs, reconstructions[:, :-1], clip_id, 4)
-    with pytest.raises(ValueError, match="scoring.py.*clip_id"):
-        scoring.mse_clip_scores(inputs, reconstructions, clip_id[:-1], 4)
+def _clip_means(rows: np.ndarray, clip_id: np.ndarray, num_clips: int) -> np.ndarray:
+    """Per-clip mean of rows (what mdg.clip_outputs computes on device; tested there)."""
+    return np.stack([np.asarray(rows)[clip_id == c].mean(axis=0) for c in range(num_clips)])
 
 
 def _numpy_precision(blocks: np.ndarray, ridge: float) -> np.ndarray:
@@ -122,7 +79,8 @@ def test_mahalanobis_scores_match_scipy_and_the_official_pairwise_mean():
     clip_id = _clip_layout(rng, [3, 1, 5])
     test_x = rng.normal(size=(clip_id.size, 5 * BLOCK)).astype(np.float32)
     test_r = (test_x - rng.normal(scale=1.5, size=test_x.shape)).astype(np.float32)
-    got = scoring.mahalanobis_clip_scores(test_x, test_r, clip_id, 3, precisions)
+    mean_residual = _clip_means(test_x - test_r, clip_id, 3)
+    got = scoring.mahalanobis_block_scores(scoring.mean_residual_blocks(mean_residual, BLOCK), precisions)
     test_residual = test_x.astype(np.float64) - test_r
     for clip in range(3):
         deltas = test_residual[clip_id == clip].reshape(-1, BLOCK)
@@ -152,9 +110,8 @@ def test_mahalanobis_singular_covariance_and_missing_target():
     off = np.linalg.svd(basis)[2][-1]  # unit vector orthogonal to the basis
     test_x = np.zeros((2, 5 * BLOCK), np.float32)
     test_r = -np.stack([np.tile(off, 5), np.tile(basis[0] / np.linalg.norm(basis[0]), 5)])
-    scores = np.asarray(scoring.mahalanobis_clip_scores(
-        test_x, test_r.astype(np.float32), np.array([0, 1]), 2, jnp.asarray(precisions)
-    ))
+    scores = np.asarray(scoring.mahalanobis_block_scores(
+        scoring.mean_residual_blocks(test_x - test_r.astype(np.float32), BLOCK), jnp.asarray(precisions)))
     assert np.all(np.isfinite(scores)) and scores[0] > 10 * scores[1]
 
 
@@ -171,7 +128,8 @@ def test_negative_logit_matches_baseline_formula():
     logits = rng.normal(scale=3, size=(clip_id.size, 4)).astype(np.float32)
     logits[0, 1] = 60.0  # p ~ 1 for one patch: log(1 - p) hits the eps floor
     true_class = np.array([1, 3, 0])
-    got = scoring.negative_logit_clip_scores(logits, clip_id, true_class, 3)
+    candidates = np.eye(4, dtype=bool)[true_class]
+    got = _clip_means(scoring.negative_logit_rows(logits, candidates[clip_id]), clip_id, 3)
     eps = sys.float_info.epsilon
     p_all = softmax(logits.astype(np.float64), axis=1)
     for clip in range(3):
@@ -186,14 +144,15 @@ def test_negative_logit_with_candidate_classes_uses_the_most_probable_candidate(
     logits = rng.normal(scale=2, size=(clip_id.size, 5)).astype(np.float32)
     candidates = np.array([[True, False, True, False, False],    # unseen combo: classes 0, 2
                            [False, False, False, True, False]])  # seen: class 3 only
-    got = scoring.negative_logit_clip_scores(logits, clip_id, candidates, 2)
+    got = _clip_means(scoring.negative_logit_rows(logits, candidates[clip_id]), clip_id, 2)
     eps = sys.float_info.epsilon
     p_all = softmax(logits.astype(np.float64), axis=1)
     for clip in range(2):
         p = p_all[clip_id == clip][:, candidates[clip]].max(axis=1)
         want = np.mean(np.log(np.maximum(1 - p, eps)) - np.log(np.maximum(p, eps)))
         np.testing.assert_allclose(got[clip], want, rtol=1e-4, atol=1e-4)
-    one_hot = scoring.negative_logit_clip_scores(logits, clip_id, np.array([0, 3]), 2)
+    one_hot = _clip_means(scoring.negative_logit_rows(logits, np.eye(5, dtype=bool)[np.array([0, 3])][clip_id]),
+                          clip_id, 2)
     np.testing.assert_allclose(got[1], one_hot[1], rtol=1e-6)
 
 
@@ -257,3 +216,84 @@ def test_knn_leave_one_out_matches_sklearn_without_the_row_itself():
         keep = np.arange(15) != i
         want = _knn_reference(train[i:i + 1], train[keep], train_is_target[keep], 2)
         np.testing.assert_allclose(got[i], want[0], rtol=1e-4, atol=1e-5)
+
+
+def _embedding_bank(rng, per_class=(7, 6, 8), target_per_class=(2, 1, 3), dim=5):
+    """Training embeddings of 3 classes in 2 section groups (classes 0, 1 -> group 0; 2 -> 1)."""
+    means = rng.normal(size=(3, dim)) * 3
+    rows, classes, is_target = [], [], []
+    for c in range(3):
+        for domain, count in ((0, per_class[c]), (1, target_per_class[c])):
+            rows.append(means[c] + rng.normal(size=(count, dim)) + domain * 2.0)
+            classes += [c] * count
+            is_target += [bool(domain)] * count
+    return np.concatenate(rows), np.array(classes), np.array(is_target), np.array([0, 0, 1])
+
+
+def _cos_distance(a, b):
+    return cdist(np.atleast_2d(a), np.atleast_2d(b), metric="cosine")[0]
+
+
+def test_centre_distance_matches_scipy():
+    rng = np.random.default_rng(10)
+    embeddings, centres = rng.normal(size=(6, 4)), rng.normal(size=(5, 4))
+    allowed = rng.random((6, 5)) < 0.6
+    allowed[0] = False
+    got = scoring.centre_distance(embeddings, centres, allowed)
+    assert np.isinf(got[0])
+    for i in range(1, 6):
+        if allowed[i].any():
+            np.testing.assert_allclose(got[i], _cos_distance(embeddings[i], centres[allowed[i]]).min(), atol=1e-12)
+
+
+def test_domain_centre_distance_matches_a_loop_and_leaves_one_out():
+    rng = np.random.default_rng(11)
+    bank, classes, is_target, class_group = _embedding_bank(rng)
+    unit = bank / np.linalg.norm(bank, axis=1, keepdims=True)
+    queries, groups = rng.normal(size=(4, 5)), np.array([0, 1, 0, 1])
+
+    def reference(query, group, exclude=None):
+        best = np.inf
+        for c in np.flatnonzero(class_group == group):
+            for domain in (False, True):
+                members = [i for i in np.flatnonzero((classes == c) & (is_target == domain)) if i != exclude]
+                if members:
+                    best = min(best, _cos_distance(query, unit[members].mean(axis=0))[0])
+        return best
+
+    got = scoring.domain_centre_distance(queries, groups, bank, classes, is_target, class_group)
+    np.testing.assert_allclose(got, [reference(q, g) for q, g in zip(queries, groups)], atol=1e-12)
+    bank_groups = class_group[classes]
+    loo = scoring.domain_centre_distance(bank, bank_groups, bank, classes, is_target, class_group,
+                                         leave_one_out=True)
+    np.testing.assert_allclose(loo, [reference(bank[i], bank_groups[i], exclude=i) for i in range(len(bank))],
+                               atol=1e-12)
+
+
+def test_embedding_mahalanobis_matches_scipy_with_ledoit_wolf():
+    from sklearn.covariance import LedoitWolf
+    rng = np.random.default_rng(12)
+    bank, classes, is_target, class_group = _embedding_bank(rng)
+    bank_groups = class_group[classes]
+    queries, groups = rng.normal(size=(5, 5)), np.array([0, 1, 1, 0, 1])
+    got = scoring.embedding_mahalanobis(queries, groups, bank, bank_groups, is_target)
+    for query, group, score in zip(queries, groups, got):
+        source = bank[(bank_groups == group) & ~is_target]
+        target = bank[(bank_groups == group) & is_target]
+        source_precision = LedoitWolf().fit(source).precision_
+        target_precision = LedoitWolf().fit(target).precision_ if len(target) >= 2 else source_precision
+        want = min(mahalanobis(query, source.mean(axis=0), source_precision) ** 2,
+                   mahalanobis(query, target.mean(axis=0), target_precision) ** 2)
+        np.testing.assert_allclose(score, want, rtol=1e-9)
+    with pytest.raises(ValueError, match="source training clips"):
+        scoring.embedding_mahalanobis(queries, groups, bank[:1], bank_groups[:1], is_target[:1])
+
+
+def test_lof_matches_sklearn():
+    from sklearn.neighbors import LocalOutlierFactor
+    rng = np.random.default_rng(13)
+    train, test = rng.normal(size=(30, 4)), rng.normal(size=(5, 4)) * 2
+    train_scores, test_scores = scoring.lof_scores(test, train)
+    lof = LocalOutlierFactor(n_neighbors=20, novelty=True, metric="cosine").fit(train)
+    np.testing.assert_allclose(test_scores, -lof.score_samples(test), rtol=1e-12)
+    np.testing.assert_allclose(train_scores, -lof.negative_outlier_factor_, rtol=1e-12)

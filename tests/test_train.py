@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jax
-from mdg import checkpoint, sharding, train
+from mdg import checkpoint, clip_outputs, objectives, sharding, train, units
 from mdg.config_defaults import base_config
 
 
@@ -27,17 +27,21 @@ def tiny_config(save_every_steps=4, num_epochs=2):
 def fake_unit(num_clips=10, num_frames=24, num_mels=16, seed=0):
     rng = np.random.default_rng(seed)
     log_mels = rng.normal(size=(num_clips, num_frames, num_mels)).astype(np.float32)
-    return train.Unit(name="fake", machine="fake", train={"log_mel": log_mels}, test={})
+    return units.Unit(name="fake", machine="fake", train={"log_mel": log_mels}, test={})
 
 
 def train_state_like(config, unit):
     """A freshly initialised state of the same structure, as a restore target."""
-    from flax import nnx
-    import optax
-    model = train.create_model(config, 0, config.seed)
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-    return {"params": params, "rest": rest, "opt_state": optax.adam(1e-3).init(params),
-            "step": np.zeros((), np.int32)}
+    model = train.create_model(config, 0, objectives.from_config(config))
+    return train.initial_state(model, train.optimizer(config.train.learning_rate), config.seed)
+
+
+def clip_means(config, graphdef, state, log_mels, mesh):
+    """The AE's clip-level outputs the scores use, through the pipeline's own function."""
+    return clip_outputs.clip_means(
+        graphdef, {"params": state["params"], "rest": state["rest"]}, objectives.from_config(config),
+        ("sq_err", "residual"), log_mels, mesh, window=config.input.window, hop=config.input.eval_hop,
+        flatten=config.input.flatten, batch_size=config.input.eval_batch_size)
 
 
 def params_of(state):
@@ -55,7 +59,7 @@ def test_same_result_on_1_and_8_devices(tmp_path):
         mesh = sharding.make_mesh(n)
         graphdef, state = train.train_unit(config, unit, mesh, tmp_path / str(n))
         losses = [json.loads(l)["loss"] for l in (tmp_path / str(n) / "metrics.jsonl").read_text().splitlines()]
-        outputs = train.clip_means(config, graphdef, state, unit.train["log_mel"], None, mesh)
+        outputs = clip_means(config, graphdef, state, unit.train["log_mel"], mesh)
         results[n] = (int(state["step"]), losses, outputs)
     assert results[1][0] == results[8][0] > 0
     np.testing.assert_allclose(results[1][1], results[8][1], rtol=1e-5)

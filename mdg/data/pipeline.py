@@ -122,24 +122,29 @@ class TrainBatches:
 
 
 def eval_batches(log_mels: np.ndarray, window: int, hop: int, batch_size: int, flatten: bool,
-                 clip_labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """All windows of all clips in order, in fixed-size batches padded at the end.
+                 clip_labels: np.ndarray | None = None, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+    """All windows of all clips in order, in fixed-size global batches padded at the end.
 
-    Yields dicts with ``x`` (batch_size, ...), ``y`` the row of ``clip_labels`` of the window's
-    clip (int32 class, or a bool mask of candidate classes; zeros without labels), ``clip`` int32
-    clip index and ``mask`` bool (False on padding rows).
+    Each process gets (and gathers windows for) only its own ``batch_size // process_count`` rows
+    of every global batch. Yields dicts with ``x`` (local rows, ...), ``y`` the row of
+    ``clip_labels`` of the window's clip (e.g. a bool mask of candidate classes; zeros without
+    labels), ``clip`` int32 clip index and ``mask`` bool (False on padding rows).
     """
+    if batch_size % process_count:
+        raise ValueError(f"eval batch size {batch_size} does not split evenly over {process_count} processes")
+    local = batch_size // process_count
     num_clips, num_frames, _ = log_mels.shape
     clip, start = window_index(num_clips, num_frames, window, hop)
     for begin in range(0, len(clip), batch_size):
-        rows = np.arange(begin, min(begin + batch_size, len(clip)))
-        pad = batch_size - len(rows)
-        rows = np.concatenate([rows, np.full(pad, rows[-1])])
+        count = min(batch_size, len(clip) - begin)
+        positions = np.arange(process_index * local, (process_index + 1) * local)
+        rows = begin + np.minimum(positions, count - 1)   # padding repeats the last window
         c = clip[rows]
-        y = clip_labels[c] if clip_labels is not None else np.zeros(batch_size, np.int32)
+        y = clip_labels[c] if clip_labels is not None else np.zeros(local, np.int32)
         yield {
             "x": gather_windows(log_mels, c, start[rows], window, flatten),
             "y": y,
             "clip": c,
-            "mask": np.arange(batch_size) < batch_size - pad,
+            "mask": positions < count,
         }

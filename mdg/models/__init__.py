@@ -2,6 +2,16 @@
 
 ``create_model(config.model.name, rngs, **other_model_fields)`` builds one; each model class
 documents its keyword arguments and their baseline defaults.
+
+Every model declares what it is, so the training loop, the losses and the scores ask instead of
+testing model names:
+
+- ``KIND``: ``"reconstruction"`` (trained to reproduce its input) or ``"classifier"`` (trained to
+  predict a class per clip; built with ``num_classes``, and with a ``head`` of
+  :mod:`mdg.models.heads`);
+- ``OUTPUTS``: the names of the arrays ``model.outputs(x)`` returns, each ``(batch, ...)``:
+  ``reconstruction`` (same shape as ``x``), ``logits`` (batch, num_classes), ``embedding``
+  (batch, d).
 """
 from collections.abc import Callable
 import inspect
@@ -15,6 +25,14 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "autoencoder": AutoEncoder,
     "mobilenet_v2": MobileNetV2,
 }
+KINDS = ("reconstruction", "classifier")
+
+
+def model_class(name: str):
+    """The class registered as ``name``; ValueError naming the known models otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
+    return MODELS[name]
 
 
 def create_model(name: str, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
@@ -23,16 +41,14 @@ def create_model(name: str, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
     Raises:
       ValueError: ``name`` is not registered, or ``kwargs`` holds an argument the model lacks.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
-    model_class = MODELS[name]
-    accepted = set(inspect.signature(model_class.__init__).parameters) - {"self", "rngs"}
+    cls = model_class(name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "rngs"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(
             f"model {name!r} has no argument(s) {unknown}; it accepts {sorted(accepted)}"
         )
-    return model_class(**kwargs, rngs=rngs)
+    return cls(**kwargs, rngs=rngs)
 
 
-__all__ = ["AutoEncoder", "MobileNetV2", "MODELS", "create_model"]
+__all__ = ["AutoEncoder", "MobileNetV2", "MODELS", "KINDS", "model_class", "create_model"]

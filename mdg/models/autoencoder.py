@@ -61,6 +61,9 @@ class DenseBlock(nnx.Module):
 class AutoEncoder(nnx.Module):
     """Baseline dense autoencoder; ``__call__`` maps ``(batch, input_dim)`` to its reconstruction.
 
+    A reconstruction model (``KIND``); :meth:`outputs` gives ``reconstruction`` and ``embedding``
+    (the bottleneck code, the clip-level representation that embedding scores use).
+
     Args:
       input_dim: length of an input vector (frames x mels; 5 x 128 = 640 in the baseline).
       hidden_dim: width of the hidden Dense layers on each side of the bottleneck.
@@ -70,6 +73,9 @@ class AutoEncoder(nnx.Module):
       bn_epsilon: variance offset of BatchNorm.
       rngs: random streams for parameter initialization.
     """
+
+    KIND = "reconstruction"
+    OUTPUTS = ("reconstruction", "embedding")
 
     def __init__(
         self,
@@ -120,3 +126,8 @@ class AutoEncoder(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """float32 ``(batch, input_dim)`` log-Mel vectors -> reconstruction of the same shape."""
         return self.decode(self.encode(x))
+
+    def outputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """``{"reconstruction": (batch, input_dim), "embedding": (batch, bottleneck_dim)}``."""
+        code = self.encode(x)
+        return {"reconstruction": self.decode(code), "embedding": code}

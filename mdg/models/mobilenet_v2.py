@@ -13,7 +13,9 @@ from the pooled embedding. This module rebuilds that network layer for layer:
   are ``make_divisible(int(c * alpha))``; expanded channels are t x the block's input channels;
 - last 1x1 conv with 1280 channels, BN, ReLU6; as in Keras, alpha scales it only when alpha > 1;
 - global average pooling -> embedding; a Dense head with bias -> ``num_classes`` logits (Keras puts
-  a softmax on the head; we return logits and apply softmax in the loss).
+  a softmax on the head; we return logits and apply softmax in the loss). ``head="cosine"``
+  replaces the Dense layer by learnable class centres (``num_subclusters`` per class) for the
+  margin losses of the domain-generalization ablations (:mod:`mdg.models.heads`).
 
 Convolutions have no bias (BN follows) and glorot-uniform kernels, as in Keras. Padding is TF
 "SAME" everywhere. Keras pads stride-2 convs with ``ZeroPadding2D(correct_pad(...))`` + "valid" in
@@ -37,6 +39,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from mdg.models.heads import make_head
 from mdg.models.layers import DepthwiseConv, FusedBatchNorm, PointwiseConv
 
 # (expansion t, channels c, repeats n, first stride s) per stage, Sandler et al. (2018), table 2.
@@ -138,14 +141,23 @@ class InvertedResidual(nnx.Module):
 class MobileNetV2(nnx.Module):
     """MobileNetV2 on log-Mel patches; ``__call__`` returns ``(logits, embedding)``.
 
+    A classifier (``KIND``); :meth:`outputs` gives ``logits`` and ``embedding``, and ``self.head``
+    is the head (its centres and scale are what the margin losses use).
+
     Args:
       num_classes: number of output classes (sections x attribute groups in the baseline).
       alpha: width multiplier (0.5 in the DCASE baseline).
       in_channels: input channels; 1 for log-Mel patches (see module docstring).
       bn_momentum: BatchNorm running-average decay (Keras/Flax convention).
       bn_epsilon: BatchNorm variance offset.
+      head: "linear" (the baseline) or "cosine" (class centres, see :mod:`mdg.models.heads`).
+      num_subclusters: centres per class of the cosine head.
+      head_scale: initial logit scale of the cosine head.
       rngs: random streams for parameter initialization.
     """
+
+    KIND = "classifier"
+    OUTPUTS = ("logits", "embedding")
 
     def __init__(
         self,
@@ -154,6 +166,9 @@ class MobileNetV2(nnx.Module):
         in_channels: int = 1,
         bn_momentum: float = KERAS_BN_MOMENTUM,
         bn_epsilon: float = KERAS_BN_EPSILON,
+        head: str = "linear",
+        num_subclusters: int = 1,
+        head_scale: float = 30.0,
         *,
         rngs: nnx.Rngs,
     ):
@@ -179,8 +194,7 @@ class MobileNetV2(nnx.Module):
             make_divisible(LAST_CONV_CHANNELS * alpha) if alpha > 1.0 else LAST_CONV_CHANNELS
         )
         self.head_conv = ConvBN(channels, self.embedding_dim, "pointwise", **bn)
-        self.classifier = nnx.Linear(self.embedding_dim, num_classes,
-                                     kernel_init=nnx.initializers.glorot_uniform(), rngs=rngs)
+        self.head = make_head(head, self.embedding_dim, num_classes, num_subclusters, head_scale, rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Classify log-Mel patches.
@@ -194,6 +208,11 @@ class MobileNetV2(nnx.Module):
           ``(batch, embedding_dim)`` globally average-pooled features after the last conv (1280 for
           alpha <= 1).
         """
+        outputs = self.outputs(x)
+        return outputs["logits"], outputs["embedding"]
+
+    def outputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """``{"logits": (batch, num_classes), "embedding": (batch, embedding_dim)}`` (see ``__call__``)."""
         if x.ndim == 3 and self.in_channels == 1:
             x = x[..., None]
         if x.ndim != 4 or x.shape[-1] != self.in_channels:
@@ -204,4 +223,4 @@ class MobileNetV2(nnx.Module):
         for block in self.blocks:
             x = block(x)
         embedding = jnp.mean(self.head_conv(x), axis=(1, 2))
-        return self.classifier(embedding), embedding
+        return {"logits": self.head(embedding), "embedding": embedding}
