@@ -29,6 +29,7 @@ from absl import logging
 from sklearn import metrics as skm
 
 from mdg.report import clips as clip_table
+from mdg.report import summary as summary_file
 
 MAX_FPR = 0.1
 DOMAINS = ((0, "source"), (1, "target"))
@@ -104,13 +105,6 @@ def roc_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], m
     return fig
 
 
-def _threshold(summary: Mapping[str, Any] | None, method: str, machine: str) -> float | None:
-    try:
-        return summary["methods"][method]["machines"][machine]["threshold"]
-    except (KeyError, TypeError):
-        return None
-
-
 def scores_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], machine: str,
                   summary: Mapping[str, Any] | None):
     """Score histograms of one machine type's labelled test clips; None if it has none."""
@@ -124,7 +118,7 @@ def scores_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any]
     for row_axes, (method, suffix) in zip(axes, methods.items()):
         score = columns[f"anomaly_score_{suffix}"]
         scored = rows & ~np.isnan(score)
-        threshold = _threshold(summary, method, machine)
+        threshold = summary_file.threshold(summary, method, machine)
         values = score[scored]
         edges = np.histogram_bin_edges(np.append(values, [] if threshold is None else [threshold]), 30)
         for ax, (domain, domain_name) in zip(row_axes, DOMAINS):
@@ -230,8 +224,7 @@ def write_plots(results_dir: str | os.PathLike, workdir: str | os.PathLike) -> l
     out_dir = results_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     columns, metadata = clip_table.read_table(results_dir / "clips.parquet")
-    summary_path = results_dir / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else None
+    summary = summary_file.read_summary(results_dir)
     paths = []
     for machine in sorted(set(columns["class"].tolist())):
         for kind, fig in (("roc", roc_figure(columns, metadata, machine)),
