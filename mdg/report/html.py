@@ -92,13 +92,24 @@ def _data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+PLOT_ORDER = ("roc", "scores", "embedding", "training")
+
+
 def plot_section(plot_paths: Sequence[str | os.PathLike]) -> str:
+    """The plots grouped under a heading per machine type (or training unit), in PLOT_ORDER."""
+    by_subject: dict[str, list[tuple[int, pathlib.Path]]] = {}
+    for path in map(pathlib.Path, plot_paths):
+        subject, _, kind = path.stem.rpartition("_")
+        rank = PLOT_ORDER.index(kind) if kind in PLOT_ORDER else len(PLOT_ORDER)
+        by_subject.setdefault(subject, []).append((rank, path))
     parts = ["<h2>Plots</h2>"]
-    for path in sorted(pathlib.Path(p) for p in plot_paths):
-        parts.append(f'<figure><img src="{_data_url("image/png", path.read_bytes())}" '
-                     f'alt="{html.escape(path.stem)}"><figcaption>{html.escape(path.name)}'
-                     "</figcaption></figure>")
-    if len(parts) == 1:
+    for subject in sorted(by_subject):
+        parts.append(f"<h3>{html.escape(subject)}</h3>")
+        for _, path in sorted(by_subject[subject]):
+            parts.append(f'<figure><img src="{_data_url("image/png", path.read_bytes())}" '
+                         f'alt="{html.escape(path.stem)}"><figcaption>{html.escape(path.name)}'
+                         "</figcaption></figure>")
+    if not by_subject:
         parts.append("<p>No plots (matplotlib is not installed: pip install 'mdg[plots]').</p>")
     return "\n".join(parts)
 
