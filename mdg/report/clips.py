@@ -220,6 +220,12 @@ def build_table(clips: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray
     return table.replace_schema_metadata({"mdg": json.dumps(metadata)})
 
 
+def labelled_test_rows(columns: Mapping[str, np.ndarray], machine: str | None = None) -> np.ndarray:
+    """Bool (n,): test clips with a known label (of one machine type if given), of read_table's columns."""
+    rows = (columns["split"] == "test") & ~np.isnan(columns["label"].astype(float))
+    return rows if machine is None else rows & (columns["class"] == machine)
+
+
 def write_table(path: str | os.PathLike, table: pa.Table) -> pathlib.Path:
     """Writes the table as Parquet to a temp file beside ``path``, then renames it; returns path."""
     path = pathlib.Path(path)

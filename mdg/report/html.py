@@ -134,7 +134,7 @@ def clip_section(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any],
                  document: Mapping[str, Any] | None, audio_budget_bytes: int) -> str:
     """Per labelled section and method: the highest-scored normal and lowest-scored anomalous clip."""
     budget = _AudioBudget(audio_budget_bytes)
-    test = (columns["split"] == "test") & ~np.isnan(columns["label"].astype(float))
+    test = clip_table.labelled_test_rows(columns)
     rows = []
     keys = sorted(set(zip(columns["class"][test].tolist(), columns["section"][test].tolist())))
     for machine, section in keys:

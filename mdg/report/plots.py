@@ -66,18 +66,12 @@ def _save(fig, path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _methods(metadata: Mapping[str, Any]) -> dict[str, str]:
-    return dict(metadata["methods"])
-
-
 def roc_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], machine: str):
     """ROC curves of one machine type's labelled test clips; None if it has none."""
-    plt = _pyplot()
-    rows = (columns["class"] == machine) & (columns["split"] == "test") & ~np.isnan(
-        columns["label"].astype(float))
+    rows = clip_table.labelled_test_rows(columns, machine)
     if not rows.any():
         return None
-    methods = _methods(metadata)
+    plt, methods = _pyplot(), metadata["methods"]
     sections = np.unique(columns["section"][rows])
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(methods), figsize=(5.2 * len(methods), 5.0), squeeze=False)
@@ -108,12 +102,10 @@ def roc_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], m
 def scores_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], machine: str,
                   summary: Mapping[str, Any] | None):
     """Score histograms of one machine type's labelled test clips; None if it has none."""
-    plt = _pyplot()
-    rows = (columns["class"] == machine) & (columns["split"] == "test") & ~np.isnan(
-        columns["label"].astype(float))
+    rows = clip_table.labelled_test_rows(columns, machine)
     if not rows.any():
         return None
-    methods = _methods(metadata)
+    plt, methods = _pyplot(), metadata["methods"]
     fig, axes = plt.subplots(len(methods), 2, figsize=(10.0, 3.2 * len(methods)), squeeze=False)
     for row_axes, (method, suffix) in zip(axes, methods.items()):
         score = columns[f"anomaly_score_{suffix}"]
