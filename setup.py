@@ -25,11 +25,16 @@ setuptools.setup(
         "importlib_resources",
         "absl-py>=2.0",
         "tqdm>=4.60",
+        "pyarrow>=14",  # results/clips.parquet
+        "scikit-learn>=1.3",  # PCA of embeddings and ROC curves in mdg.report
+        "tensorboardX>=2.6",  # TensorBoard logs without TensorFlow (numpy, protobuf, packaging)
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=7", "librosa>=0.10", "scikit-learn>=1.3"],
+        "test": ["pytest>=7", "librosa>=0.10", "scikit-learn>=1.3", "matplotlib>=3.7", "pandas>=2.0",
+                 "tensorboard>=2.14", "selenium>=4.20"],
+        "plots": ["matplotlib>=3.7"],
         "bench": ["librosa>=0.10", "scikit-learn>=1.3", "torch>=2.0"],
         "docs": ["matplotlib>=3.7", "librosa>=0.10", "scikit-learn>=1.3"],
     },
