@@ -72,6 +72,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.decision_percentile = 0.9
     c.eval.max_fpr = 0.1
     c.eval.knn_k = 1              # neighbours of the kNN embedding score
+    c.eval.tensorboard = True     # TensorBoard event files in WORKDIR/tensorboard (needs tensorboardX)
     return c
 
 

@@ -557,26 +557,22 @@ def clip_table(tests: Sequence[Mapping[str, np.ndarray]], scores: Sequence[np.nd
                       score=np.concatenate(scores))
 
 
-def write_results(results_dir: str | os.PathLike, methods: Sequence[str], train_machines: np.ndarray,
-                  tests: Sequence[Mapping[str, np.ndarray]],
-                  scores: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]], *,
-                  max_fpr: float = MAX_FPR, percentile: float = DECISION_PERCENTILE) -> str:
-    """Thresholds, submission files and summaries of every method, then the side-by-side report.
+def write_results(results_dir: str | os.PathLike, tests: Sequence[Mapping[str, np.ndarray]],
+                  test_scores: Mapping[str, Sequence[np.ndarray]], thresholds: Mapping[str, Mapping[str, float]],
+                  *, max_fpr: float = MAX_FPR, percentile: float = DECISION_PERCENTILE) -> str:
+    """Submission files and summaries of every method, then the side-by-side report.
 
     Args:
-      train_machines: machine type of every training clip, units concatenated in order.
-      tests: the test split of every unit, in the same order.
-      scores: per method, per unit ``(train clip scores, test clip scores)``.
+      tests: the test split of every unit (per-clip metadata, see :func:`clip_table`).
+      test_scores: per method, the test clip scores of every unit, in the same order.
+      thresholds: per method, the decision threshold of each machine type
+        (:func:`fit_machine_thresholds` on the training clips' scores).
     Returns:
       The markdown report.
     """
-    summaries = {}
-    for method in methods:
-        thresholds = fit_machine_thresholds(
-            train_machines, np.concatenate([train for train, _ in scores[method]]), percentile)
-        summaries[method] = evaluate_method(
-            results_dir, method, clip_table(tests, [test for _, test in scores[method]]), thresholds,
-            max_fpr=max_fpr, percentile=percentile)
+    summaries = {method: evaluate_method(results_dir, method, clip_table(tests, scores), thresholds[method],
+                                         max_fpr=max_fpr, percentile=percentile)
+                 for method, scores in test_scores.items()}
     return write_report(results_dir, summaries)
 
 

@@ -30,7 +30,7 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-from mdg import checkpoint, clip_outputs, evaluate, losses, models, objectives, score_methods, sharding
+from mdg import checkpoint, clip_outputs, evaluate, losses, models, objectives, report, score_methods, sharding
 from mdg.data import pipeline, prepare
 from mdg.units import Unit, iterate_units
 
@@ -188,12 +188,12 @@ def append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
 
 
 def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path,
-               allow_training: bool = True):
+               allow_training: bool = True, scalars: report.tensorboard.ScalarWriter | None = None):
     """Trains one model on ``unit`` (resuming from its newest checkpoint).
 
     Returns ``(eval_graphdef, state)``: the eval-mode graph (BN on running statistics) and the
     final train state. With ``allow_training=False`` the unit's finished checkpoint is loaded, and
-    its absence is an error.
+    its absence is an error. Every epoch's record goes to ``metrics.jsonl`` (and ``scalars``).
     """
     compile_clock = _compile_clock()
     seed = config.seed
@@ -271,6 +271,9 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
                 record.update(epoch_time_s=seconds, compile_s=compile_clock[0] - compile_at_epoch_start,
                               samples_per_s=(step - steps_at_epoch_start) * config.train.batch_size / seconds)
                 append_jsonl(metrics_path, record)
+                if scalars is not None and jax.process_index() == 0:
+                    scalars.write(step, {k: v for k, v in record.items() if k not in ("unit", "step", "epoch")},
+                                  unit.name)
                 monitor = new_monitor(mesh)
                 epoch_start, steps_at_epoch_start = time.perf_counter(), step
                 compile_at_epoch_start = compile_clock[0]
@@ -299,6 +302,9 @@ def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> No
         evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
 
+CLIP_FIELDS = ("file_name", "machine", "section", "domain", "label", "attribute_names", "attribute_values")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
     """Prepares the data, trains one model per unit, scores the test clips and writes ``results/``.
 
@@ -306,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     checkpoints; an unfinished unit is an error), "all". Returns the report (markdown) when it
     scores.
     """
-    objectives.from_config(config)      # configuration errors before any work
+    objective = objectives.from_config(config)      # configuration errors before any work
     methods = score_methods.from_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -317,21 +323,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
 
     mesh = sharding.make_mesh(config.train.num_devices or None)
     logging.info("mesh: %d devices %s", mesh.size, mesh.devices.ravel().tolist())
-    objective = objectives.from_config(config)
-    scored, tests, train_machines = [], [], []
-    for unit in iterate_units(config, builders):
-        graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
-        if mode == "train":
-            continue
-        scored.append(score_methods.score_unit(
-            config, unit, graphdef, {"params": state["params"], "rest": state["rest"]}, mesh, objective, methods))
-        tests.append(unit.test)
-        train_machines.append(unit.train["machine"])
+    # The per-clip table always carries the local outlier factor of the embedding.
+    table_methods = methods + [m for m in ("lof",) if m not in methods]
+    scored, clips = [], []
+    with report.tensorboard.ScalarWriter(report.tensorboard.logdir(workdir),
+                                         config.eval.tensorboard and jax.process_index() == 0) as scalars:
+        for unit in iterate_units(config, builders):
+            graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate",
+                                         scalars=scalars)
+            if mode == "train":
+                continue
+            scored.append(score_methods.score_unit(
+                config, unit, graphdef, {"params": state["params"], "rest": state["rest"]}, mesh, objective,
+                table_methods))
+            clips.append({split: {k: getattr(unit, split)[k] for k in CLIP_FIELDS} for split in ("train", "test")})
     if mode == "train" or jax.process_index() != 0:
         return None
-    report = evaluate.write_results(
-        workdir / "results", methods, np.concatenate(train_machines), tests,
-        {m: [s.scores[m] for s in scored] for m in methods},
-        max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
-    print(report)
-    return report
+    return write_results(config, workdir, methods, table_methods, clips, scored)
+
+
+def write_results(config, workdir: pathlib.Path, methods: list[str], table_methods: list[str],
+                  clips: list[dict[str, dict[str, np.ndarray]]], scored: list[score_methods.ScoredUnit]) -> str:
+    """Submission files, summaries and the report (``methods``), then the per-clip table, plots,
+    report.html and final TensorBoard figures (``table_methods``); prints and returns the report."""
+    def rows(split: str, name: str) -> np.ndarray:
+        return np.concatenate([c[split][name] for c in clips])
+
+    results_dir = workdir / "results"
+    train_machines = rows("train", "machine")
+    thresholds = {m: evaluate.fit_machine_thresholds(
+        train_machines, np.concatenate([s.scores[m][0] for s in scored]), config.eval.decision_percentile)
+        for m in table_methods}
+    markdown = evaluate.write_results(
+        results_dir, [c["test"] for c in clips], {m: [s.scores[m][1] for s in scored] for m in methods},
+        {m: thresholds[m] for m in methods}, max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
+
+    # One row per clip: every unit's training clips, then its test clips.
+    table = {k: np.concatenate([np.concatenate([c["train"][k], c["test"][k]]) for c in clips]) for k in CLIP_FIELDS}
+    table["split"] = np.concatenate([np.repeat(["train", "test"], [len(c["train"]["machine"]), len(c["test"]["machine"])])
+                                     for c in clips])
+    scores = {m: np.concatenate([np.concatenate(s.scores[m]) for s in scored]) for m in table_methods}
+    decisions = {m: (scores[m] > np.array([thresholds[m][machine] for machine in table["machine"]])).astype(np.int32)
+                 for m in table_methods}
+    embeddings = np.concatenate([np.concatenate([s.train_embedding, s.test_embedding]) for s in scored])
+    written = report.write_all(results_dir, workdir, table, scores, decisions, embeddings, config.model.name,
+                               prepare.data_root(config), tensorboard_enabled=config.eval.tensorboard)
+    print(markdown)
+    print("\n".join(f"{kind}: {path}" for kind, paths in written.items() for path in paths))
+    return markdown

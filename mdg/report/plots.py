@@ -99,6 +99,17 @@ def roc_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], m
     return fig
 
 
+def _bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
+    """``bins + 1`` equal-width edges spanning ``values``, widened around a (near-)constant set,
+    where numpy cannot make distinct edges."""
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+    minimum_span = max(abs(high), abs(low), 1.0) * 1e-6
+    if high - low < minimum_span:
+        low, high = low - minimum_span, high + minimum_span
+    return np.linspace(low, high, bins + 1)
+
+
 def scores_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], machine: str,
                   summary: Mapping[str, Any] | None):
     """Score histograms of one machine type's labelled test clips; None if it has none."""
@@ -112,7 +123,7 @@ def scores_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any]
         scored = rows & ~np.isnan(score)
         threshold = summary_file.threshold(summary, method, machine)
         values = score[scored]
-        edges = np.histogram_bin_edges(np.append(values, [] if threshold is None else [threshold]), 30)
+        edges = _bin_edges(np.append(values, [] if threshold is None else [threshold]), 30)
         for ax, (domain, domain_name) in zip(row_axes, DOMAINS):
             in_domain = scored & (columns["domain"] == domain)
             for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomalous", "tab:red")):
