@@ -4,6 +4,7 @@ Variants (``--config configs/ae.py:VARIANT``):
   (none)  the paper's model and training settings on a synthetic dataset sized for a 2-core CPU
   full    full-size synthetic dataset (990 + 10 train, 200 test clips per section)
   tiny    seconds-long smoke run (tests)
+Option ``mixup`` (e.g. ``:tiny,mixup``): mixup of the input vectors, alpha 1 (Zhang et al. 2018).
 Real data: ``--config.data.root=/path/to/dev_data``.
 """
 
@@ -11,6 +12,7 @@ from mdg import config_defaults
 
 
 def get_config(variant: str = ""):
+    size, options = config_defaults.split_variant(variant, ("default", "full", "tiny"), ("mixup",), "configs/ae.py")
     c = config_defaults.base_config()
     c.model.name = "autoencoder"
     c.model.input_dim = 640
@@ -29,15 +31,13 @@ def get_config(variant: str = ""):
     c.train.batch_size = 256
     c.eval.scores = "mse,mahalanobis"
 
-    if variant in ("", "default"):
+    if size == "default":
         config_defaults.small_synthetic(c, num_source_train=24, num_target_train=3, num_test=5)
-    elif variant == "full":
-        pass
-    elif variant == "tiny":
+    elif size == "tiny":
         config_defaults.tiny_run(c, batch_size=64, eval_batch_size=512)
         c.model.hidden_dim = 32
         c.model.num_hidden_layers = 2
         c.model.bottleneck_dim = 4
-    else:
-        raise ValueError(f"unknown variant {variant!r} of configs/ae.py (known: default, full, tiny)")
+    if "mixup" in options:
+        c.train.mixup_alpha = 1.0
     return c

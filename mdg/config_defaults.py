@@ -76,6 +76,21 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def split_variant(variant: str, sizes: tuple[str, ...], options: tuple[str, ...], file: str
+                  ) -> tuple[str, list[str]]:
+    """``"tiny,arcface,mixup"`` -> ``("tiny", ["arcface", "mixup"])``: at most one size, any options.
+
+    Raises ValueError naming ``file`` and the known names for anything else.
+    """
+    tokens = [t.strip() for t in (variant or "").split(",") if t.strip()]
+    size = [t for t in tokens if t in sizes]
+    unknown = [t for t in tokens if t not in sizes and t not in options]
+    if unknown or len(size) > 1:
+        raise ValueError(f"unknown variant {variant!r} of {file}: use at most one size of {sizes} and any of "
+                         f"{options}, comma-separated (e.g. {sizes[-1]},{options[0] if options else ''})")
+    return (size[0] if size else "default"), [t for t in tokens if t in options]
+
+
 def small_synthetic(c: ml_collections.ConfigDict, num_source_train: int, num_target_train: int,
                     num_test: int) -> None:
     """Shrinks the built-in synthetic dataset (the default run has to fit a 2-core CPU)."""

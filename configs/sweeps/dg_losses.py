@@ -1,0 +1,38 @@
+"""The domain-generalization ablation grid: baselines and DG variants x seeds on the default
+synthetic benchmark.
+
+    python -m mdg.sweep --config configs/sweeps/dg_losses.py --workdir workdirs/dg_sweep
+    python -m mdg.sweep --config configs/sweeps/dg_losses.py:tiny --workdir /tmp/dg_tiny   # tests
+
+``variants``: name -> ``"<config file>[:variant] [--config.KEY=VALUE ...]"``, the arguments of one
+``python -m mdg.main`` run (the sweep adds ``--workdir`` and ``--config.seed``). Every MobileNetV2
+variant is scored with the embedding scores too, so a loss and a scoring method are compared
+separately. ``baseline``: the ``variant/score`` that differences are taken against.
+"""
+import ml_collections
+
+EMBEDDING_SCORES = "--config.eval.scores=neg_logit,knn,centre,centre_domain,mahalanobis_embedding"
+
+
+def get_config(variant: str = ""):
+    c = ml_collections.ConfigDict()
+    c.seeds = (0, 1, 2)
+    c.bootstrap = 200            # replicates of the difference interval (mdg/compare.py)
+    if variant == "tiny":
+        c.variants = {"ae": "configs/ae.py:tiny", "ae_mixup": "configs/ae.py:tiny,mixup"}
+        c.seeds = (0, 1)
+        c.bootstrap = 50
+        c.baseline = "ae/mse"
+        return c
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} of configs/sweeps/dg_losses.py (known: tiny)")
+    c.variants = {
+        "ae": "configs/ae.py",
+        "mobilenet_v2": f"configs/mobilenet_v2.py {EMBEDDING_SCORES}",
+        "arcface": "configs/mobilenet_v2.py:arcface",
+        "adacos": "configs/mobilenet_v2.py:adacos",
+        "subcluster_adacos": "configs/mobilenet_v2.py:subcluster_adacos",
+        "subcluster_adacos_mixup": "configs/mobilenet_v2.py:subcluster_adacos,mixup",
+    }
+    c.baseline = "mobilenet_v2/neg_logit"
+    return c

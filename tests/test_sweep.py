@@ -1,0 +1,96 @@
+"""The sweep runner end to end (tiny grid: 2 variants x 2 seeds) and the comparison statistics."""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mdg import compare
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def sweep(workdir, cache, *flags):
+    env = dict(os.environ, MDG_CACHE=str(cache), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "mdg.sweep", "--config", "configs/sweeps/dg_losses.py:tiny",
+                           "--workdir", str(workdir), *flags], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1200)
+
+
+def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
+    workdir, cache = tmp_path / "sweep", tmp_path / "cache"
+    first = sweep(workdir, cache, "--parallel=2")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "4 to run" in first.stdout and "[4/4]" in first.stdout
+    rows = {r["method"]: r for r in csv.DictReader((workdir / "comparison.csv").open())}
+    assert set(rows) == {f"{v}/{m}" for v in ("ae", "ae_mixup") for m in ("mse", "mahalanobis")}
+    base = np.mean([json.loads((workdir / f"ae/seed_{s}/results/summary.json").read_text())["official_scores"]["mse"]
+                    for s in (0, 1)])
+    for method, row in rows.items():
+        variant, score = method.split("/")
+        official = [json.loads((workdir / f"{variant}/seed_{s}/results/summary.json").read_text())
+                    ["official_scores"][score] for s in (0, 1)]
+        assert int(row["seeds"]) == 2
+        np.testing.assert_allclose(float(row["official_mean"]), np.mean(official), rtol=1e-12)
+        np.testing.assert_allclose(float(row["official_std"]), np.std(official, ddof=1), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(float(row["diff_to_baseline"]), np.mean(official) - base, atol=1e-12)
+        assert float(row["diff_low"]) <= float(row["diff_high"])
+    markdown = (workdir / "comparison.md").read_text()
+    assert "ae/seed_1/results/report.html" in markdown and "diff to ae/mse" in markdown
+
+    # A second call finds every run finished and only rewrites the table.
+    again = sweep(workdir, cache)
+    assert again.returncode == 0 and "4 finished, 0 to run" in again.stdout
+    commands = sweep(workdir, cache, "--print_commands")
+    lines = (workdir / "commands.txt").read_text().splitlines()
+    assert commands.returncode == 0 and len(lines) == 4 and all("mdg.main" in line for line in lines)
+
+
+def _fake_run(rng, scores_shift):
+    group = np.repeat(np.arange(3), 40)
+    is_target = np.tile(np.repeat([False, True], 20), 3)
+    is_anomaly = np.tile(np.repeat([False, True, False, True], 10), 3)
+    scores = rng.normal(size=120) + scores_shift * is_anomaly
+    return compare.RunScores(summary={}, keys=np.arange(120).astype(str), group=group, is_target=is_target,
+                             is_anomaly=is_anomaly, scores={"m": scores})
+
+
+def test_resampled_official_matches_sklearn_per_replicate():
+    rng = np.random.default_rng(0)
+    run = _fake_run(rng, 1.0)
+    resamples = compare.stratified_resamples(run.group, run.is_target, run.is_anomaly, 3, rng)
+    cell = run.group * 4 + run.is_target * 2 + run.is_anomaly
+    for row in resamples:
+        assert np.array_equal(np.sort(cell[row]), np.sort(cell))   # every cell keeps its size
+    got = compare.resampled_official(run, "m", resamples)
+    for replicate, row in enumerate(resamples):
+        figures = []
+        s, g, t, a = run.scores["m"][row], run.group[row], run.is_target[row], run.is_anomaly[row]
+        for section in range(3):
+            in_section = g == section
+            for domain in (False, True):
+                keep = in_section & ((t == domain) | a)
+                figures.append(roc_auc_score(a[keep], s[keep]))
+            figures.append(roc_auc_score(a[in_section], s[in_section], max_fpr=0.1))
+        np.testing.assert_allclose(got[replicate], len(figures) / np.sum(1 / np.array(figures)), rtol=1e-12)
+
+
+def test_difference_interval_separates_a_real_gap_and_covers_none():
+    rng = np.random.default_rng(1)
+    strong = [_fake_run(rng, 2.0) for _ in range(3)]
+    weak = [_fake_run(rng, 0.5) for _ in range(3)]
+    low, high = compare.difference_interval(strong, "m", weak, "m", replicates=100)
+    assert 0 < low < high
+    same = [_fake_run(rng, 1.0) for _ in range(3)]
+    low, high = compare.difference_interval(same, "m", same, "m", replicates=100)
+    assert low <= 0 <= high
+    with pytest.raises(ValueError, match="same test clips"):
+        other = _fake_run(rng, 1.0)
+        other.keys = other.keys[::-1]
+        compare.difference_interval([other], "m", same, "m", replicates=10)
