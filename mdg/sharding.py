@@ -49,11 +49,27 @@ def initialize_distributed() -> None:
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh with axis ``data`` over all devices (or the first ``num_devices``)."""
+    """A 1-D mesh with axis ``data`` over all devices, or ``num_devices`` of them.
+
+    With several processes, every process must take part (each feeds its own share of every
+    batch), so ``num_devices`` is split evenly: the first ``num_devices / process_count`` local
+    devices of each process. A count that cannot be split so is a clear error.
+    """
     devices = jax.devices()
-    if num_devices:
-        if num_devices > len(devices):
-            raise ValueError(f"asked for {num_devices} devices, only {len(devices)} exist")
+    if not num_devices:
+        return Mesh(np.asarray(devices), (DATA_AXIS,))
+    if num_devices > len(devices):
+        raise ValueError(f"train.num_devices={num_devices}, but only {len(devices)} devices exist")
+    processes = jax.process_count()
+    if processes > 1:
+        per_process = num_devices // processes
+        if num_devices % processes or per_process > jax.local_device_count():
+            raise ValueError(
+                f"train.num_devices={num_devices} cannot be split evenly over the {processes} processes "
+                f"({jax.local_device_count()} devices each): every process must own the same number of "
+                f"mesh devices; use a multiple of {processes} up to {len(devices)}, or 0 for all devices")
+        devices = [d for p in range(processes) for d in [d for d in devices if d.process_index == p][:per_process]]
+    else:
         devices = devices[:num_devices]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 

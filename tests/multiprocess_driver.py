@@ -48,9 +48,10 @@ def read_result(workdir: pathlib.Path) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=pathlib.Path, required=True)
+    parser.add_argument("--num_devices", type=int, default=0, help="mesh devices; 0 = all")
     args = parser.parse_args()
     sharding.initialize_distributed()
-    result = train_and_score(args.workdir)
+    result = train_and_score(args.workdir, args.num_devices or None)
     if jax.process_index() == 0:
         # float32 -> Python float -> JSON repr round-trips exactly.
         evaluate.write_atomic(args.workdir / RESULT_FILE,

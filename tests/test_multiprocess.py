@@ -37,15 +37,20 @@ def losses_of(workdir: pathlib.Path, key: str) -> list[float]:
     return [json.loads(line)[key] for line in lines]
 
 
-def test_two_processes_train_and_score_like_one_process(tmp_path):
+def run_driver(workdir: pathlib.Path, *flags: str) -> tuple[int, str]:
+    """tests/multiprocess_driver.py as 2 processes x 2 CPU devices: (status, output)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(PROJECT_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     output = io.StringIO()
     status = launcher.run(
-        [sys.executable, str(PROJECT_ROOT / "tests" / "multiprocess_driver.py"),
-         "--workdir", str(tmp_path / "multi")],
+        [sys.executable, str(PROJECT_ROOT / "tests" / "multiprocess_driver.py"), "--workdir", str(workdir), *flags],
         num_processes=2, devices_per_process=2, timeout_s=240, output=output, env=env)
-    assert status == 0, output.getvalue()
+    return status, output.getvalue()
+
+
+def test_two_processes_train_and_score_like_one_process(tmp_path):
+    status, output = run_driver(tmp_path / "multi")
+    assert status == 0, output
     multi = multiprocess_driver.read_result(tmp_path / "multi")
     single = multiprocess_driver.train_and_score(tmp_path / "single", num_devices=4)
 
@@ -68,6 +73,19 @@ def test_two_processes_train_and_score_like_one_process(tmp_path):
     restored = multiprocess_driver.train_and_score(tmp_path / "multi", num_devices=4)
     for key in ("sq_err", "residual"):
         np.testing.assert_allclose(restored[key], multi[key], rtol=1e-5, atol=1e-6)
+
+
+def test_num_devices_takes_devices_from_every_process_or_says_why_not(tmp_path):
+    # 2 of the 4 devices: one per process, and each process still feeds its share of the batch.
+    status, output = run_driver(tmp_path / "two", "--num_devices=2")
+    assert status == 0, output
+    two = multiprocess_driver.read_result(tmp_path / "two")
+    single = multiprocess_driver.train_and_score(tmp_path / "single", num_devices=2)
+    assert int(two["device_count"]) == 2 and int(two["step"]) == int(single["step"])
+    np.testing.assert_allclose(losses_of(tmp_path / "two", "loss"), losses_of(tmp_path / "single", "loss"), rtol=1e-5)
+    # 1 device would leave a process out of the mesh: a clear error before any training.
+    status, output = run_driver(tmp_path / "one", "--num_devices=1")
+    assert status != 0 and "cannot be split evenly over the 2 processes" in output
 
 
 def test_launcher_sets_jax_variables_and_stops_all_when_one_fails(capsys):
