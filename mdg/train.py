@@ -28,7 +28,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from mdg import checkpoint, evaluate, models, scoring, sharding
+from mdg import checkpoint, console, evaluate, models, scoring, sharding  # console (issue 11 §6)
 from mdg.data import layout, pipeline, prepare, targets, tfds_builder
 
 Batch = dict[str, jax.Array]
@@ -502,6 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
     builders = prepare.prepare(config)
+    console.stage("prepare: log-Mel shards of %s", ", ".join(builders))  # console (issue 11 §6)
     if mode == "prepare":
         return None
 
@@ -514,12 +515,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     test_splits = []
     for unit in iterate_units(config, builders):
         graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate")
+        console.stage("%s %s: step %d", "restore" if mode == "evaluate" else "train",  # console (issue 11 §6)
+                      unit.name, int(state["step"]))  # console (issue 11 §6)
         if mode == "train":
             continue
         for method, (train, test) in score_unit(config, unit, graphdef, state, mesh).items():
             train_scores[method].append(train)
             test_scores[method].append(test)
         train_machines.append(unit.train["machine"])
+        console.stage("score %s: %s", unit.name, ", ".join(methods))  # console (issue 11 §6)
         test_splits.append(unit.test)
     if mode == "train" or jax.process_index() != 0:
         return None
@@ -534,5 +538,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
             results_dir, method, clip_table(test_splits, test_scores[method]), thresholds,
             max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
     report = evaluate.write_report(results_dir, summaries)
-    print(report)
+    console.stage("write results: %s", results_dir)  # console (issue 11 §6)
+    console.final(evaluate.summary_table(summaries) + "\n\n" + console.outputs_text({  # console (issue 11 §6)
+        "workdir": workdir, "results": results_dir, "report": results_dir / "report.md",  # console (issue 11 §6)
+        "checkpoints": workdir / "checkpoints", "full log": console.log_path(workdir)}))  # console (issue 11 §6)
     return report
