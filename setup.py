@@ -7,6 +7,9 @@ setuptools.setup(
     description="JAX/Flax research codebase for anomalous machine sound detection under domain shift",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
+    # The code's licence; the DCASE 2023 clips in tests/data/ (not in the package) are CC BY-NC-SA 4.0.
+    license_expression="Apache-2.0",  # SPDX (PEP 639), which replaces the "License ::" classifiers
+    license_files=["LICENSE"],
     packages=setuptools.find_packages(include=["mdg", "mdg.*"]),
     python_requires=">=3.10",
     install_requires=[

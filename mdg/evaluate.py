@@ -493,21 +493,27 @@ def markdown_report(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     for mean, label in (("arithmetic_mean", "Arithmetic mean"), ("harmonic_mean", "Harmonic mean")):
         lines.append("| " + " | ".join(["All", label, *cells(lambda s: s[mean])]) + " |")
 
-    lines += ["", "| Method | Official score (%) | 95 % CI (%) | h-mean AUC source (%) "
-              "| h-mean AUC target (%) | h-mean pAUC (%) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, summary in labelled.items():
-        ci95 = summary.get("official_score_ci95") or {}
-        interval = (f"{_percent(ci95.get('low'))} – {_percent(ci95.get('high'))}"
-                    if ci95.get("low") is not None else "n/a")
-        means = summary["harmonic_mean"]
-        lines.append(f"| {name} | {_percent(summary['official_score'])} | {interval} | "
-                     + " | ".join(_percent(means[key]) for key, _ in REPORT_COLUMNS) + " |")
-    lines.append("")
+    lines += ["", summary_table(labelled), ""]
     lines.append("Official score: harmonic mean of AUC source, AUC target and pAUC over all machine "
                  "types and sections (DCASE 2023); 95 % CI: official score +- the DCASE 2023 "
                  "evaluator's jackknife half-width over the pooled clips.")
     return "\n".join(lines) + "\n"
+
+
+def summary_table(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table, one row per method: official score, its 95 % interval and the harmonic
+    means of AUC source, AUC target and pAUC, in percent ("n/a" where unknown, e.g. no labels)."""
+    lines = ["| Method | Official score (%) | 95 % CI (%) | h-mean AUC source (%) "
+             "| h-mean AUC target (%) | h-mean pAUC (%) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, summary in summaries.items():
+        ci95 = summary.get("official_score_ci95") or {}
+        interval = (f"{_percent(ci95.get('low'))} – {_percent(ci95.get('high'))}"
+                    if ci95.get("low") is not None else "n/a")
+        means = summary["harmonic_mean"] or {}
+        lines.append(f"| {name} | {_percent(summary['official_score'])} | {interval} | "
+                     + " | ".join(_percent(means.get(key)) for key, _ in REPORT_COLUMNS) + " |")
+    return "\n".join(lines)
 
 
 def _json_text(document: Any) -> str:
@@ -559,7 +565,8 @@ def clip_table(tests: Sequence[Mapping[str, np.ndarray]], scores: Sequence[np.nd
 
 def write_results(results_dir: str | os.PathLike, tests: Sequence[Mapping[str, np.ndarray]],
                   test_scores: Mapping[str, Sequence[np.ndarray]], thresholds: Mapping[str, Mapping[str, float]],
-                  *, max_fpr: float = MAX_FPR, percentile: float = DECISION_PERCENTILE) -> str:
+                  *, max_fpr: float = MAX_FPR, percentile: float = DECISION_PERCENTILE
+                  ) -> tuple[str, dict[str, dict[str, Any]]]:
     """Submission files and summaries of every method, then the side-by-side report.
 
     Args:
@@ -568,12 +575,12 @@ def write_results(results_dir: str | os.PathLike, tests: Sequence[Mapping[str, n
       thresholds: per method, the decision threshold of each machine type
         (:func:`fit_machine_thresholds` on the training clips' scores).
     Returns:
-      The markdown report.
+      (the markdown report, {method: summary}).
     """
     summaries = {method: evaluate_method(results_dir, method, clip_table(tests, scores), thresholds[method],
                                          max_fpr=max_fpr, percentile=percentile)
                  for method, scores in test_scores.items()}
-    return write_report(results_dir, summaries)
+    return write_report(results_dir, summaries), summaries
 
 
 def write_report(results_dir: str | os.PathLike, summaries: Mapping[str, Mapping[str, Any]]) -> str:

@@ -30,7 +30,8 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-from mdg import checkpoint, clip_outputs, evaluate, losses, models, objectives, report, score_methods, sharding
+from mdg import (checkpoint, clip_outputs, console, evaluate, losses, models, objectives, report, score_methods,
+                 sharding)
 from mdg.data import pipeline, prepare
 from mdg.units import Unit, iterate_units
 
@@ -318,6 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(config, workdir)
     builders = prepare.prepare(config)
+    console.stage("prepare: log-Mel shards of %s", ", ".join(builders))
     if mode == "prepare":
         return None
 
@@ -331,11 +333,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
         for unit in iterate_units(config, builders):
             graphdef, state = train_unit(config, unit, mesh, workdir, allow_training=mode != "evaluate",
                                          scalars=scalars)
+            console.stage("%s %s: step %d", "restore" if mode == "evaluate" else "train", unit.name, int(state["step"]))
             if mode == "train":
                 continue
             scored.append(score_methods.score_unit(
                 config, unit, graphdef, {"params": state["params"], "rest": state["rest"]}, mesh, objective,
                 table_methods))
+            console.stage("score %s: %s", unit.name, ", ".join(table_methods))
             clips.append({split: {k: getattr(unit, split)[k] for k in CLIP_FIELDS} for split in ("train", "test")})
     if mode == "train" or jax.process_index() != 0:
         return None
@@ -345,7 +349,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
 def write_results(config, workdir: pathlib.Path, methods: list[str], table_methods: list[str],
                   clips: list[dict[str, dict[str, np.ndarray]]], scored: list[score_methods.ScoredUnit]) -> str:
     """Submission files, summaries and the report (``methods``), then the per-clip table, plots,
-    report.html and final TensorBoard figures (``table_methods``); prints and returns the report."""
+    report.html and final TensorBoard figures (``table_methods``); prints the summary table and
+    where the outputs are, and returns the markdown report."""
     def rows(split: str, name: str) -> np.ndarray:
         return np.concatenate([c[split][name] for c in clips])
 
@@ -354,7 +359,7 @@ def write_results(config, workdir: pathlib.Path, methods: list[str], table_metho
     thresholds = {m: evaluate.fit_machine_thresholds(
         train_machines, np.concatenate([s.scores[m][0] for s in scored]), config.eval.decision_percentile)
         for m in table_methods}
-    markdown = evaluate.write_results(
+    markdown, summaries = evaluate.write_results(
         results_dir, [c["test"] for c in clips], {m: [s.scores[m][1] for s in scored] for m in methods},
         {m: thresholds[m] for m in methods}, max_fpr=config.eval.max_fpr, percentile=config.eval.decision_percentile)
 
@@ -368,6 +373,9 @@ def write_results(config, workdir: pathlib.Path, methods: list[str], table_metho
     embeddings = np.concatenate([np.concatenate([s.train_embedding, s.test_embedding]) for s in scored])
     written = report.write_all(results_dir, workdir, table, scores, decisions, embeddings, config.model.name,
                                prepare.data_root(config), tensorboard_enabled=config.eval.tensorboard)
-    print(markdown)
-    print("\n".join(f"{kind}: {path}" for kind, paths in written.items() for path in paths))
+    console.stage("write results: %s", results_dir)
+    outputs = {"workdir": workdir, "results": results_dir, "report": results_dir / "report.md",
+               "checkpoints": workdir / "checkpoints", "full log": console.log_path(workdir)}
+    outputs.update({kind: paths[0] if len(paths) == 1 else results_dir / kind for kind, paths in written.items() if paths})
+    console.final(evaluate.summary_table(summaries) + "\n\n" + console.outputs_text(outputs))
     return markdown

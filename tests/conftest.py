@@ -1,5 +1,5 @@
-"""Test setup: CPU only, 8 fake devices for the multi-device paths."""
-import os
+"""Test setup: CPU only, 8 fake devices for the multi-device paths; the real DCASE 2023 test data."""
+import dataclasses
 import pathlib
 
 import jax
@@ -9,12 +9,44 @@ jax.config.update("jax_platforms", "cpu")
 jax.config.update("jax_num_cpu_devices", 8)
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
-REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "dcase2023_dev_slice"
+# In the project: one clip per development machine type and all attribute CSVs (tests/data/LICENSE.md).
+FIXTURE_DATA = PROJECT_ROOT / "tests" / "data" / "dcase2023"
+# Optional, beside the project: 4 whole clips per development machine type, the same CSVs.
+DEV_SLICE = PROJECT_ROOT.parent / "shared" / "data" / "dcase2023_dev_slice"
+
+# Samples per clip of the DCASE 2023 development set at 16 kHz: 12 s for the toys, 10 s otherwise.
+DCASE2023_CLIP_LENGTHS = {"ToyCar": 192000, "ToyTrain": 192000, "bearing": 160000, "fan": 160000,
+                          "gearbox": 160000, "slider": 160000, "valve": 160000}
+
+
+@dataclasses.dataclass(frozen=True)
+class RealDataset:
+    """A DCASE 2023 development tree: ``dev_data/<machine>/<split>/*.wav``, ``attributes/``,
+    ``attributes_additional_train/``; ``num_clips`` WAV files, ``clip_lengths`` samples per clip."""
+    root: pathlib.Path
+    num_clips: int
+    clip_lengths: dict
+
+
+REAL_DATASETS = {
+    # ToyCar and fan keep their whole length; the other five are their first 2 s.
+    "fixture": RealDataset(FIXTURE_DATA, 7, {**{machine: 32000 for machine in DCASE2023_CLIP_LENGTHS},
+                                             "ToyCar": 192000, "fan": 160000}),
+    "dev_slice": RealDataset(DEV_SLICE, 28, DCASE2023_CLIP_LENGTHS),
+}
 
 
 @pytest.fixture(scope="session")
 def real_data() -> pathlib.Path:
-    """The real DCASE 2023 development slice beside the project (../shared/data/...)."""
-    if not REAL_DATA.is_dir():
-        pytest.fail(f"real test data missing: {REAL_DATA} (CI has it beside the project)")
-    return REAL_DATA
+    """The in-project DCASE 2023 fixture (tests/data/dcase2023): whole attribute CSVs, 7 clips."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session", params=list(REAL_DATASETS))
+def real_dataset(request) -> RealDataset:
+    """Each real clip set in turn: the in-project fixture, then the larger slice when it is present."""
+    dataset = REAL_DATASETS[request.param]
+    if not dataset.root.is_dir():
+        pytest.skip(f"DCASE 2023 development slice not found at {dataset.root}: "
+                    f"these real-clip tests ran on the in-project fixture only")
+    return dataset

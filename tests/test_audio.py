@@ -7,12 +7,9 @@ import soundfile
 from mdg.data import audio, layout
 from mdg.data.audio import AudioError
 
-EXPECTED_LENGTHS = {"ToyCar": 192000, "ToyTrain": 192000, "bearing": 160000, "fan": 160000,
-                    "gearbox": 160000, "slider": 160000, "valve": 160000}
 
-
-def _real_clips(real_data):
-    root = real_data / "dev_data"
+def _real_clips(real_dataset):
+    root = real_dataset.root / "dev_data"
     return [clip for machine in layout.list_machine_types(root) for split in ("train", "test")
             for clip in layout.scan_split(root, machine, split)]
 
@@ -24,29 +21,29 @@ def _reference(path):
     return data.astype(np.float64) / 32768.0
 
 
-def test_real_clips_match_an_independent_reader(real_data):
-    clips = _real_clips(real_data)
-    assert len(clips) == 28
+def test_real_clips_match_an_independent_reader(real_dataset):
+    clips = _real_clips(real_dataset)
+    assert len(clips) == real_dataset.num_clips
     read = list(audio.read_clips(clips))
     assert [clip for clip, _ in read] == clips
     for clip, waveform in read:
         assert waveform.dtype == np.float32 and waveform.ndim == 1
-        assert waveform.shape == (EXPECTED_LENGTHS[clip.machine],), clip.path
+        assert waveform.shape == (real_dataset.clip_lengths[clip.machine],), clip.path
         np.testing.assert_array_equal(waveform.astype(np.float64), _reference(clip.path))
         assert np.abs(waveform).max() <= 1.0 and np.abs(waveform).max() > 0.0
 
 
-def test_real_clip_lengths_from_headers(real_data):
-    clips = _real_clips(real_data)
-    for machine, length in EXPECTED_LENGTHS.items():
+def test_real_clip_lengths_from_headers(real_dataset):
+    clips = _real_clips(real_dataset)
+    for machine, length in real_dataset.clip_lengths.items():
         machine_clips = [clip for clip in clips if clip.machine == machine]
         assert audio.clip_num_samples(machine_clips, 16000) == length
     with pytest.raises(ValueError, match="one machine type"):
         audio.clip_num_samples(clips, 16000)
 
 
-def test_real_clip_wrong_expected_length_and_rate(real_data):
-    toy_car = [clip for clip in _real_clips(real_data) if clip.machine == "ToyCar"]
+def test_real_clip_wrong_expected_length_and_rate(real_dataset):
+    toy_car = [clip for clip in _real_clips(real_dataset) if clip.machine == "ToyCar"]
     with pytest.raises(AudioError, match=r"192000 samples, expected 160000 \(num_samples"):
         list(audio.read_clips(toy_car, num_samples=160000))
     with pytest.raises(AudioError, match="sample rate 16000 Hz, expected 44100 Hz"):

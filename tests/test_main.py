@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -25,9 +26,25 @@ def main(cache, *args, check=True):
     return proc
 
 
+# An absl-format INFO record (``I1129 15:45:26.233397 1397... file.py:25] message``; on the
+# console it may follow a progress bar's carriage return) and its file name.
+ABSL_INFO = re.compile(r"\bI\d{4} [\d:.]+ +\d+ ([\w.]+):\d+\]")
+LIBRARY_INFO = ("dataset_builder.py", "checkpoint_manager.py")  # TFDS, orbax
+
+
 def test_autoencoder_main_job_then_evaluate_mode(cache, tmp_path):
     proc = main(cache, "--config", "configs/ae.py:tiny", "--workdir", str(tmp_path))
-    assert "| fan | 00 |" in proc.stdout and "| mahalanobis |" in proc.stdout
+    assert "| mse |" in proc.stdout and "| mahalanobis |" in proc.stdout
+    # The console: stage lines, bars and the outputs, no INFO records; log.txt has them all.
+    assert not ABSL_INFO.findall(proc.stderr + proc.stdout)
+    for stage in ("prepare: log-Mel shards of fan, valve", "train fan: step", "score fan: mse, mahalanobis",
+                  "train valve: step", f"write results: {tmp_path / 'results'}"):
+        assert stage in proc.stderr
+    assert f"report       {tmp_path / 'results' / 'report.md'}" in proc.stdout
+    assert f"full log     {tmp_path / 'log.txt'}" in proc.stdout
+    logged = (tmp_path / "log.txt").read_text()
+    assert set(LIBRARY_INFO) <= set(ABSL_INFO.findall(logged))
+    assert "train fan: step" in logged and "| mahalanobis |" in logged
     results = tmp_path / "results"
     for method in ("mse", "mahalanobis"):
         for kind in ("anomaly_score", "decision_result"):
@@ -44,9 +61,12 @@ def test_autoencoder_main_job_then_evaluate_mode(cache, tmp_path):
     epochs = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {r["unit"] for r in epochs} == {"fan", "valve"} and all("val_loss" in r for r in epochs)
 
-    # Scoring again from the finished checkpoints gives the same figures, without training.
-    again = main(cache, "--config", "configs/ae.py:tiny", "--workdir", str(tmp_path), "--mode", "evaluate")
-    assert "train fan" not in again.stderr
+    # Scoring again from the finished checkpoints gives the same figures, without training;
+    # --log_level=info shows the libraries' INFO records too.
+    again = main(cache, "--config", "configs/ae.py:tiny", "--workdir", str(tmp_path), "--mode", "evaluate",
+                 "--log_level=info")
+    assert "train fan" not in again.stderr and "restore fan: step" in again.stderr
+    assert "checkpoint_manager.py" in ABSL_INFO.findall(again.stderr)
     assert json.loads((results / "summary.json").read_text()) == summary
 
 

@@ -88,11 +88,19 @@ def test_num_devices_takes_devices_from_every_process_or_says_why_not(tmp_path):
     assert status != 0 and "cannot be split evenly over the 2 processes" in output
 
 
-def test_launcher_sets_jax_variables_and_stops_all_when_one_fails(capsys):
-    child = ("import os, sys, time\n"
+def test_launcher_sets_jax_variables_and_stops_all_when_one_fails(capsys, tmp_path):
+    # Each child marks that it has printed; process 1 fails only once all have (on a loaded
+    # machine it could otherwise fail before the others start, and they would print nothing).
+    child = ("import os, pathlib, sys, time\n"
              "e = os.environ\n"
              "print('vars', e['JAX_PROCESS_ID'], e['JAX_NUM_PROCESSES'], e['JAX_COORDINATOR_ADDRESS'],"
              " e['JAX_NUM_CPU_DEVICES'], e['JAX_PLATFORMS'])\n"
+             f"marks = pathlib.Path({str(tmp_path)!r})\n"
+             "(marks / e['JAX_PROCESS_ID']).touch()\n"
+             "start = time.monotonic()\n"
+             "while (e['JAX_PROCESS_ID'] == '1' and len(list(marks.iterdir())) < 3\n"
+             "       and time.monotonic() < start + 30):\n"
+             "    time.sleep(0.05)\n"
              "sys.exit(3) if e['JAX_PROCESS_ID'] == '1' else time.sleep(120)\n")
     start = time.monotonic()
     status = launcher.main(["--num_processes", "3", "--devices_per_process", "2", "--",

@@ -239,14 +239,15 @@ def test_unknown_feature_setting_is_rejected(tmp_path):
         tfds_builder.prepare(tmp_path, "fan", tmp_path / "tfds", {"n_mel": 64})
 
 
-def test_real_dcase_clips(real_data, tmp_path):
-    builder = tfds_builder.prepare(real_data / "dev_data", "ToyCar", tmp_path / "tfds")
+def test_real_dcase_clips(real_dataset, tmp_path):
+    builder = tfds_builder.prepare(real_dataset.root / "dev_data", "ToyCar", tmp_path / "tfds")
     arrays = tfds_builder.load_split(builder, "test")
-    names = sorted(p.name for p in (real_data / "dev_data" / "ToyCar" / "test").glob("*.wav"))
+    test_folder = real_dataset.root / "dev_data" / "ToyCar" / "test"
+    names = sorted(p.name for p in test_folder.glob("*.wav"))
     assert list(arrays["file_name"]) == names
     assert arrays["log_mel"].shape == (len(names), features.num_frames(12 * SAMPLE_RATE, 512), 128)
     assert arrays["attribute_names"][0] == ("car", "spd", "mic")
-    waveform, _ = soundfile.read(real_data / "dev_data" / "ToyCar" / "test" / names[0], dtype="float32")
+    waveform, _ = soundfile.read(test_folder / names[0], dtype="float32")
     expected = np.asarray(features.log_mel(waveform[None]))[0]
     np.testing.assert_allclose(arrays["log_mel"][0], expected, rtol=1e-5, atol=1e-3)
 
