@@ -376,6 +376,8 @@ def write_results(config, workdir: pathlib.Path, methods: list[str], table_metho
     console.stage("write results: %s", results_dir)
     outputs = {"workdir": workdir, "results": results_dir, "report": results_dir / "report.md",
                "checkpoints": workdir / "checkpoints", "full log": console.log_path(workdir)}
-    outputs.update({kind: paths[0] if len(paths) == 1 else results_dir / kind for kind, paths in written.items() if paths})
+    labels = {"clips": "clip table", "plots": "plots", "report": "html report", "tensorboard": "tensorboard"}
+    outputs.update({labels[kind]: paths[0] if len(paths) == 1 else results_dir / kind
+                    for kind, paths in written.items() if paths})
     console.final(evaluate.summary_table(summaries) + "\n\n" + console.outputs_text(outputs))
     return markdown
