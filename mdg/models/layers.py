@@ -6,7 +6,8 @@ have two implementations, chosen per layer by ``conv_impl`` (see ``resolve_conv_
 "cpu_tuned", the forms below that XLA's CPU backend runs well, and "native", XLA's own grouped
 convolution and a plain matmul, which GPU (cuDNN) and TPU (native depthwise) backends run well;
 "auto" picks the first on CPU and the second elsewhere. CPU-tuned factors (measured on a 2-core
-Xeon with AVX-512, batch 128 MobileNetV2 training; see benchmarks/train_step.py --conv-impls):
+Xeon with AVX-512, batch 128 MobileNetV2 training; ``benchmarks/train_step.py --workloads
+mnv2_train,mnv2_train_native`` measures the whole step both ways):
 
 - ``depthwise_conv`` / ``DepthwiseConv``: depthwise k x k convolution as shifted multiply-adds
   with a hand-written VJP; XLA runs grouped convolutions as slow generic loops (this form: ~10x
