@@ -7,6 +7,11 @@ Measured on this machine's CPU in one run:
   mnv2_train  MobileNetV2 alpha 0.5 on 64x128x1 patches, batch 128, Adam lr 1e-4,
               softmax cross-entropy                                                     patches/s
   mnv2_infer  MobileNetV2 logits + embedding, eval mode, batch 256                     patches/s
+  mnv2_train_native  mnv2_train with ``conv_impl="native"`` (XLA's grouped convolution and plain
+              matmuls, what GPU/TPU run) in place of the CPU-tuned layers ("auto" on CPU)
+  ae_train_bf16, mnv2_train_bf16, mnv2_infer_bf16  the same in bfloat16 (``dtype="bfloat16"``:
+              float32 parameters, bf16 matmuls/convolutions) against torch's
+              ``torch.autocast("cpu", dtype=torch.bfloat16)`` of the float32 torch network
 
 JAX training: mdg's own update step (``mdg.train.make_train_step``, what ``python -m mdg.main``
 runs): one jit-compiled pure function per step, state buffers donated, the batch sharded over a
@@ -36,6 +41,7 @@ timed alone for each training workload and reported as windows/s and as its rati
 
     python benchmarks/train_step.py                        # all models
     python benchmarks/train_step.py --steps 50 --models ae
+    python benchmarks/train_step.py --workloads mnv2_train,mnv2_train_native
 
 Prints a table, then exactly one JSON line (the last line of stdout).
 """
@@ -244,7 +250,9 @@ def jax_infer_runner(model: nnx.Module, inputs) -> Runner:
     return with_compile_time(run, count_jax_parameters(model))
 
 
-def torch_train_runner(model: nn.Module, learning_rate: float, loss_fn, inputs, targets) -> Runner:
+def torch_train_runner(model: nn.Module, learning_rate: float, loss_fn, inputs, targets,
+                       autocast: bool = False) -> Runner:
+    """Adam (fused) training; ``autocast``: forward pass and loss under bfloat16 autocast."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)
     inputs = [torch.from_numpy(x) for x in inputs]
@@ -254,18 +262,21 @@ def torch_train_runner(model: nn.Module, learning_rate: float, loss_fn, inputs, 
     def run(steps: int) -> None:
         for i in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(model(inputs[i % len(inputs)]), targets[i % len(inputs)]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn(model(inputs[i % len(inputs)]), targets[i % len(inputs)])
+            loss.backward()
             optimizer.step()
 
     return Runner(run, count_torch_parameters(model))
 
 
-def torch_infer_runner(model: nn.Module, inputs) -> Runner:
+def torch_infer_runner(model: nn.Module, inputs, autocast: bool = False) -> Runner:
     model.eval()
     inputs = [torch.from_numpy(x) for x in inputs]
 
     def run(steps: int) -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                     enabled=autocast):
             for i in range(steps):
                 model(inputs[i % len(inputs)])
 
@@ -283,13 +294,18 @@ def torch_cross_entropy(outputs: tuple[torch.Tensor, torch.Tensor],
 
 # ----------------------------------------------------------------------------- workloads
 
-def ae_train() -> Workload:
+BF16 = "bfloat16"
+
+
+def ae_train(dtype: str = "float32") -> Workload:
     data = functools.partial(random_batches, (AE_BATCH, AE_DIM))
+    suffix = "_bf16" if dtype == BF16 else ""
     return Workload(
-        "ae_train", "ae", "samples/s", AE_BATCH,
-        jax=lambda: jax_train_runner(AutoEncoder(input_dim=AE_DIM, rngs=nnx.Rngs(0)), AE_LR, False,
-                                     *data()),
-        torch=lambda: torch_train_runner(TorchAutoEncoder(AE_DIM), AE_LR, torch_mse, *data()),
+        f"ae_train{suffix}", "ae", "samples/s", AE_BATCH,
+        jax=lambda: jax_train_runner(AutoEncoder(input_dim=AE_DIM, dtype=dtype, rngs=nnx.Rngs(0)),
+                                     AE_LR, False, *data()),
+        torch=lambda: torch_train_runner(TorchAutoEncoder(AE_DIM), AE_LR, torch_mse, *data(),
+                                         autocast=dtype == BF16),
     )
 
 
@@ -302,29 +318,40 @@ def ae_infer() -> Workload:
     )
 
 
-def mnv2_train() -> Workload:
+def mnv2(conv_impl: str = "auto", dtype: str = "float32") -> MobileNetV2:
+    return MobileNetV2(MNV2_CLASSES, alpha=MNV2_ALPHA, conv_impl=conv_impl, dtype=dtype,
+                       rngs=nnx.Rngs(0))
+
+
+def mnv2_train(conv_impl: str = "auto", dtype: str = "float32") -> Workload:
     data = functools.partial(random_batches, (MNV2_BATCH, *PATCH), MNV2_CLASSES)
+    suffix = ("_native" if conv_impl == "native" else "") + ("_bf16" if dtype == BF16 else "")
     return Workload(
-        "mnv2_train", "mobilenet_v2", "patches/s", MNV2_BATCH,
-        jax=lambda: jax_train_runner(
-            MobileNetV2(MNV2_CLASSES, alpha=MNV2_ALPHA, rngs=nnx.Rngs(0)), MNV2_LR, True, *data()),
+        f"mnv2_train{suffix}", "mobilenet_v2", "patches/s", MNV2_BATCH,
+        jax=lambda: jax_train_runner(mnv2(conv_impl, dtype), MNV2_LR, True, *data()),
         torch=lambda: torch_train_runner(TorchMobileNetV2(MNV2_CLASSES, MNV2_ALPHA), MNV2_LR,
-                                         torch_cross_entropy, *data()),
+                                         torch_cross_entropy, *data(), autocast=dtype == BF16),
     )
 
 
-def mnv2_infer() -> Workload:
+def mnv2_infer(dtype: str = "float32") -> Workload:
     data = functools.partial(random_batches, (INFER_BATCH, *PATCH))
     return Workload(
-        "mnv2_infer", "mobilenet_v2", "patches/s", INFER_BATCH,
-        jax=lambda: jax_infer_runner(MobileNetV2(MNV2_CLASSES, alpha=MNV2_ALPHA, rngs=nnx.Rngs(0)),
-                                     data()[0]),
-        torch=lambda: torch_infer_runner(TorchMobileNetV2(MNV2_CLASSES, MNV2_ALPHA), data()[0]),
+        "mnv2_infer" + ("_bf16" if dtype == BF16 else ""), "mobilenet_v2", "patches/s",
+        INFER_BATCH,
+        jax=lambda: jax_infer_runner(mnv2(dtype=dtype), data()[0]),
+        torch=lambda: torch_infer_runner(TorchMobileNetV2(MNV2_CLASSES, MNV2_ALPHA), data()[0],
+                                         autocast=dtype == BF16),
     )
 
 
 # Every measured thing, in order; input-pipeline workloads are added here the same way.
-WORKLOADS: list[Callable[[], Workload]] = [ae_train, ae_infer, mnv2_train, mnv2_infer]
+WORKLOADS: list[Callable[[], Workload]] = [
+    ae_train, ae_infer, mnv2_train, mnv2_infer,
+    functools.partial(mnv2_train, conv_impl="native"),
+    functools.partial(ae_train, dtype=BF16), functools.partial(mnv2_train, dtype=BF16),
+    functools.partial(mnv2_infer, dtype=BF16),
+]
 
 
 def measure(workload: Workload, steps: int, rounds: int, cores: int) -> dict:
@@ -364,18 +391,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating passes per framework")
     parser.add_argument("--models", default="ae,mobilenet_v2",
                         help="comma-separated subset of: ae, mobilenet_v2")
+    parser.add_argument("--workloads", default="",
+                        help="comma-separated workload names (default: all of --models)")
     args = parser.parse_args()
     workloads = [factory() for factory in WORKLOADS]
-    known = {workload.model for workload in workloads}
-    models = set(args.models.split(","))
-    if not models <= known:
-        raise SystemExit(f"--models: unknown {sorted(models - known)}; known: {sorted(known)}")
+    for flag, field in (("models", "model"), ("workloads", "name")):
+        known = {getattr(workload, field) for workload in workloads}
+        chosen = set(filter(None, getattr(args, flag).split(","))) or known
+        if not chosen <= known:
+            raise SystemExit(f"--{flag}: unknown {sorted(chosen - known)}; known: {sorted(known)}")
+        workloads = [workload for workload in workloads if getattr(workload, field) in chosen]
 
     cores = len(os.sched_getaffinity(0))
     print(f"CPU cores usable: {cores}; jax {jax.__version__} on {jax.devices()[0].platform}; "
           f"torch {torch.__version__} with {cores} intra-op threads (and 1 for reference)")
-    results = [measure(workload, args.steps, args.rounds, cores)
-               for workload in workloads if workload.model in models]
+    results = [measure(workload, args.steps, args.rounds, cores) for workload in workloads]
 
     print(f"{'workload':<11} {'unit':<10} {'jax':>9} {'torch':>9} {'jax/torch':>9} "
           f"{'torch 1thr':>10} {'jax/best':>9} {'compile s':>9}")
@@ -407,6 +437,16 @@ def main() -> None:
         | {"unit": r["unit"], "ratio_vs_best_torch": round(r["ratio_vs_best_torch"], 3)}
         for r in results}
     summary["compile_s"] = {r["name"]: round(r["compile_s"], 2) for r in results}
+    # JAX against JAX: bfloat16 over float32, CPU-tuned layers over native ones.
+    jax_rates = {r["name"]: r["jax"] for r in results}
+    for key, (numerator, denominator) in {
+            "ae_train_bf16_over_f32": ("ae_train_bf16", "ae_train"),
+            "mnv2_train_bf16_over_f32": ("mnv2_train_bf16", "mnv2_train"),
+            "mnv2_infer_bf16_over_f32": ("mnv2_infer_bf16", "mnv2_infer"),
+            "mnv2_train_cpu_tuned_over_native": ("mnv2_train", "mnv2_train_native")}.items():
+        if numerator in jax_rates and denominator in jax_rates:
+            summary[key] = round(jax_rates[numerator] / jax_rates[denominator], 3)
+            print(f"jax {key}: {summary[key]:.2f}x")
     summary["pipeline_per_s"] = {name: round(rate, 1) for name, rate in feeds.items()}
     summary["pipeline_to_step_ratio"] = {r["name"]: round(feeds[r["name"]] / r["jax"], 2)
                                          for r in results if r["name"] in feeds}

@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.loss_scale = 30.0     # arcface: fixed logit scale s
     c.train.num_subclusters = 1   # subcluster_adacos: centres per class
     c.train.mixup_alpha = 0.0     # mixup Beta(alpha, alpha) of inputs and one-hot targets; 0 = off
+    c.train.compute_dtype = "float32"  # or "bfloat16": matmuls/convs; params, BN statistics, loss stay float32
     c.train.learning_rate = 1e-3
     c.train.num_epochs = 100
     c.train.batch_size = 256

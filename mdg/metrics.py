@@ -43,7 +43,9 @@ closed form from the same blocks (removing a clip shifts one block's vertex), O(
 of N scikit-learn calls.
 
 Precision: the kernels run under ``jax.enable_x64(True)`` (local to the call; the rest of the
-program keeps float32). Counts are integers, doubled trapezoid areas are integers held exactly
+program keeps float32) on the host CPU device whatever the default device: TPUs emulate float64
+(and lack the 64-bit bitcast the sort key uses), so pinning the metrics to the CPU gives the same
+figures on every machine, to the last bit, as ``python -m mdg.evaluate_csv`` computes there. Counts are integers, doubled trapezoid areas are integers held exactly
 in float64 (up to 2**53), and only the final ratios and the one interpolated block are rounded,
 so results agree with scikit-learn's float64 to ~1e-15. float32 scores enter the sort key as
 their order-preserving bit pattern (no precision lost); float64 scores that are not exactly
@@ -61,6 +63,7 @@ max_fpr, score dtype) compiles once and nearby sizes share the compilation.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from typing import NamedTuple, Sequence
@@ -296,6 +299,13 @@ def _jackknife_kernel(scores, is_padding, is_anomaly, *, max_fpr: float):
 # numpy-facing API
 # ---------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _exact_on_host_cpu():
+    """Run the kernels on the host CPU device in float64, whatever the default device."""
+    with jax.enable_x64(True), jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
 def _bucket(size: int) -> int:
     """Smallest m * 2**k >= size with m < 16: at most 1/8 padding, few distinct shapes."""
     shift = max(size.bit_length() - 4, 0)
@@ -386,7 +396,7 @@ def section_metrics(scores, group, is_target, is_anomaly, num_groups: int | None
     # Padding clips go to an extra group that is sliced away; sizes are bucketed so that
     # nearby sizes share one compilation.
     size = _bucket(n)
-    with jax.enable_x64(True):
+    with _exact_on_host_cpu():
         rows = _section_kernel(
             _padded(scores, size, 0), _padded(group.astype(np.int32), size, num_groups),
             _padded(is_target, size, False), _padded(is_anomaly, size, False),
@@ -468,7 +478,7 @@ def jackknife_interval(scores, is_anomaly, max_fpr: float = 0.1,
         raise ValueError(f"need max_fpr in (0, 1] and confidence in (0, 1), "
                          f"got {max_fpr}, {confidence}")
     size = _bucket(n)
-    with jax.enable_x64(True):
+    with _exact_on_host_cpu():
         full, pseudo_mean, sigma = (np.asarray(v) for v in jax.block_until_ready(
             _jackknife_kernel(_padded(scores, size, 0), np.arange(size) >= n,
                               _padded(is_anomaly, size, False), max_fpr=float(max_fpr))))

@@ -49,8 +49,9 @@ class NonFiniteLossError(RuntimeError):
 def create_model(config: ml_collections.ConfigDict, num_classes: int,
                  objective: objectives.Objective) -> nnx.Module:
     """The model named by ``config.model.name``, sized by ``config.model``, with the head the
-    objective needs; parameters from ``config.seed``."""
+    objective needs, computing in ``config.train.compute_dtype``; parameters from ``config.seed``."""
     kwargs = {k: v for k, v in config.model.items() if k != "name"}
+    kwargs["dtype"] = config.train.compute_dtype
     if models.model_class(config.model.name).KIND == "classifier":
         kwargs.update(num_classes=num_classes, **objective.model_kwargs(num_classes))
     return models.create_model(config.model.name, rngs=nnx.Rngs(config.seed), **kwargs)

@@ -289,3 +289,35 @@ def test_jackknife_matches_evaluator(quantize):
 def test_jackknife_needs_two_clips_per_class():
     with pytest.raises(ValueError, match="1 anomalous"):
         metrics.jackknife_interval(np.arange(5.0), [0, 0, 0, 0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Device placement
+# ---------------------------------------------------------------------------------------------
+
+def test_metrics_run_on_the_host_cpu_whatever_the_default_device(monkeypatch):
+    """Under another default device (an accelerator on a real machine; here another of the 8
+    fake CPU devices), the kernels' arrays live on the host CPU device and the figures still
+    equal scikit-learn's to 1e-12."""
+    import jax  # noqa: PLC0415 (this test alone handles devices)
+
+    host, other = jax.devices("cpu")[0], jax.devices()[-1]
+    assert other != host
+    kernel_outputs = []
+    for name in ("_section_kernel", "_jackknife_kernel"):
+        kernel = getattr(metrics, name)
+        monkeypatch.setattr(metrics, name, lambda *args, kernel=kernel, **kwargs:
+                            kernel_outputs.append(kernel(*args, **kwargs)) or kernel_outputs[-1])
+    scores, group, is_target, is_anomaly, num_groups = _zoo(seed=5, num_random=10)
+    rng = np.random.default_rng(6)
+    pooled_scores, pooled_anomaly = rng.normal(size=60), rng.random(60) < 0.5
+    with jax.default_device(other):
+        ours = metrics.section_metrics(scores, group, is_target, is_anomaly, num_groups)
+        interval = metrics.jackknife_interval(pooled_scores, pooled_anomaly)
+    reference = evaluator_section_metrics(scores, group, is_target, is_anomaly, num_groups)
+    for got, want in zip(ours, reference):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+    assert interval.auc == pytest.approx(roc_auc_score(pooled_anomaly, pooled_scores), abs=1e-12)
+    assert len(kernel_outputs) == 2
+    for array in jax.tree.leaves(kernel_outputs):
+        assert array.devices() == {host} and array.dtype == np.float64

@@ -9,7 +9,8 @@ import pytest
 import scipy.signal
 
 from mdg.models import AutoEncoder, MobileNetV2, create_model
-from mdg.models.layers import FusedBatchNorm, depthwise_conv, pointwise_conv
+from mdg.models.layers import (DepthwiseConv, FusedBatchNorm, PointwiseConv, compute_dtype,
+                               pointwise_conv, resolve_conv_impl)
 from mdg.models.mobilenet_v2 import ConvBN
 
 
@@ -136,10 +137,23 @@ def test_derivation_reproduces_keras_published_counts():
 
 
 @functools.cache
-def abstract_mobilenet(alpha: float, in_channels: int = 1, num_classes: int = 7) -> MobileNetV2:
+def abstract_mobilenet(alpha: float, in_channels: int = 1, num_classes: int = 7,
+                       **kwargs) -> MobileNetV2:
     """Shapes-only model (no initializer runs), cached across tests; treat as read-only."""
     return nnx.eval_shape(lambda: MobileNetV2(num_classes, alpha=alpha, in_channels=in_channels,
-                                              rngs=nnx.Rngs(0)))
+                                              rngs=nnx.Rngs(0), **kwargs))
+
+
+def random_mobilenet(alpha: float, seed: int = 4, **kwargs) -> MobileNetV2:
+    """A MobileNetV2 with normal(0, 0.2) parameters and unit BN statistics, the same for the same
+    ``seed`` whatever ``kwargs`` (conv_impl, dtype): random values in place of the initializers,
+    which are slow to build on CPU."""
+    graphdef, params, stats = nnx.split(abstract_mobilenet(alpha, **kwargs), nnx.Param,
+                                        nnx.BatchStat)
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda s: rng.normal(0.0, 0.2, s.shape).astype(s.dtype), params)
+    stats = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), stats)  # any valid mean and var
+    return nnx.merge(graphdef, params, stats)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])
@@ -202,24 +216,60 @@ def test_stride2_conv_padding_matches_keras(size):
                                rtol=1e-4, atol=1e-7)
 
 
+def module_and_gradients(module: nnx.Module, x: np.ndarray, dy: np.ndarray):
+    """``module(x)`` and the gradients of ``sum(module(x) * dy)`` wrt x and every parameter."""
+    loss = lambda module, x: jnp.sum(module(x) * dy)
+    (param_grads, x_grad) = nnx.grad(loss, argnums=(0, 1))(module, x)
+    return module(x), x_grad, jax.tree.map(np.asarray, param_grads)
+
+
 @pytest.mark.parametrize("height,width,stride", [(8, 8, 1), (8, 6, 2), (7, 9, 2), (5, 3, 1),
                                                  (1, 2, 2)])
-def test_depthwise_conv_and_gradients_match_xla_grouped_conv(height, width, stride):
+def test_depthwise_conv_impls_agree_with_xla_grouped_conv(height, width, stride):
+    """The CPU-tuned depthwise conv (shifted multiply-adds, hand-written VJP) and the native one
+    (XLA's grouped convolution, automatic differentiation): same outputs and gradients wrt
+    inputs and kernel, odd sizes and strides included."""
     rng = np.random.default_rng(5)
     x = rng.normal(size=(2, height, width, 3)).astype(np.float32)
-    kernel = rng.normal(size=(3, 3, 1, 3)).astype(np.float32)
-
-    def reference(x, kernel):
-        return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            feature_group_count=3)
-
-    out, vjp = jax.vjp(lambda x, k: depthwise_conv(x, k, stride), x, kernel)
-    expected, reference_vjp = jax.vjp(reference, x, kernel)
+    results = []
+    for conv_impl in ("cpu_tuned", "native"):
+        conv = DepthwiseConv(3, 3, stride=stride, conv_impl=conv_impl, rngs=nnx.Rngs(0))
+        dy = rng.normal(size=conv(x).shape).astype(np.float32) if not results else dy
+        results.append(module_and_gradients(conv, x, dy))
+    (out, dx, dparams), (expected, expected_dx, expected_dparams) = results
+    assert out.shape == (2, -(-height // stride), -(-width // stride), 3)
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    dy = rng.normal(size=out.shape).astype(np.float32)
-    for grad, expected_grad in zip(vjp(dy), reference_vjp(dy)):
-        np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dparams["kernel"][...], expected_dparams["kernel"][...],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_conv_impls_agree():
+    rng = np.random.default_rng(8)
+    for c_in, c_out in [(3, 5), (5, 3)]:  # both branches of the kernel-gradient transpose
+        x = rng.normal(size=(2, 5, 3, c_in)).astype(np.float32)
+        dy = rng.normal(size=(2, 5, 3, c_out)).astype(np.float32)
+        (out, dx, dparams), (expected, expected_dx, expected_dparams) = [
+            module_and_gradients(PointwiseConv(c_in, c_out, conv_impl=conv_impl,
+                                               rngs=nnx.Rngs(0)), x, dy)
+            for conv_impl in ("cpu_tuned", "native")]
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dx, expected_dx, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dparams["kernel"][...], expected_dparams["kernel"][...],
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_conv_impl_auto_follows_the_backend(monkeypatch):
+    assert resolve_conv_impl("auto") == "cpu_tuned"  # the tests run on CPU
+    assert resolve_conv_impl("native") == "native"
+    for backend in ("gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda: backend)
+        assert resolve_conv_impl("auto") == "native"
+        assert resolve_conv_impl("cpu_tuned") == "cpu_tuned"
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        PointwiseConv(3, 4, conv_impl="cudnn", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="conv_impl must be one of"):
+        create_model("mobilenet_v2", nnx.Rngs(0), num_classes=3, conv_impl="fast")
 
 
 def test_pointwise_conv_gradients():
@@ -275,13 +325,8 @@ def test_depthwise_conv_keras_initialization():
 
 
 def test_mobilenet_v2_train_and_eval_modes():
-    # Random values in place of the initializers: building the real init is slow on CPU and
-    # this test is about BatchNorm modes, not initialization.
-    graphdef, params, stats = nnx.split(abstract_mobilenet(0.5), nnx.Param, nnx.BatchStat)
+    model = random_mobilenet(0.5)
     rng = np.random.default_rng(4)
-    params = jax.tree.map(lambda s: rng.normal(0.0, 0.2, s.shape).astype(s.dtype), params)
-    stats = jax.tree.map(lambda s: np.ones(s.shape, s.dtype), stats)  # any valid mean and var
-    model = nnx.merge(graphdef, params, stats)
     stats = jax.tree.map(np.array, nnx.state(model, nnx.BatchStat))  # a copy, not the Variables
     x = rng.normal(size=(2, 32, 32)).astype(np.float32)
     other_batch = np.stack([x[0], -x[1]])
@@ -308,6 +353,101 @@ def test_mobilenet_v2_rejects_bad_arguments():
         MobileNetV2(num_classes=3, alpha=0.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="num_classes"):
         MobileNetV2(num_classes=0, rngs=nnx.Rngs(0))
+
+
+MOBILENET_INPUT = np.random.default_rng(9).normal(size=(3, 33, 20)).astype(np.float32)  # odd
+
+
+@functools.cache
+def mobilenet_outputs_and_gradients(conv_impl: str, dtype: str):
+    """Of ``random_mobilenet(0.35, conv_impl=..., dtype=...)`` on ``MOBILENET_INPUT``, training
+    mode: ``((logits, embedding), (parameter gradients, input gradient))`` of a fixed linear
+    function of the outputs, as numpy; cached (each costs a MobileNetV2 gradient compilation)."""
+    model = random_mobilenet(0.35, conv_impl=conv_impl, dtype=dtype)
+    rng = np.random.default_rng(11)
+    weights = [rng.normal(size=(MOBILENET_INPUT.shape[0], n)).astype(np.float32)
+               for n in (model.head.dense.out_features, model.embedding_dim)]
+
+    def loss(model, x):
+        outputs = model(x)
+        return sum(jnp.sum(out * w) for out, w in zip(outputs, weights)), outputs
+
+    (_, outputs), grads = nnx.jit(nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        model, MOBILENET_INPUT)
+    return jax.tree.map(np.asarray, (outputs, grads))
+
+
+def test_mobilenet_v2_forward_and_gradients_agree_across_conv_impls():
+    tuned, native = [mobilenet_outputs_and_gradients(impl, "float32")
+                     for impl in ("cpu_tuned", "native")]
+    # Single layers agree to 1e-5 (tests above); 17 blocks of BatchNorm over a batch of 3 amplify
+    # float32 rounding to ~2e-4 of an array's largest value. Gradients that are zero in exact
+    # arithmetic (the bias of a BN that feeds only another BN) hold rounding noise alone, so the
+    # absolute tolerance has a floor at the median array's scale.
+    scales = [np.abs(leaf).max() for leaf in jax.tree.leaves(native)]
+    floor = np.median(scales)
+    for got, expected, scale in zip(jax.tree.leaves(tuned), jax.tree.leaves(native), scales):
+        np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * max(scale, floor))
+
+
+def relative_error(got, expected) -> float:
+    return float(np.linalg.norm(np.asarray(got, np.float64) - expected) / np.linalg.norm(expected))
+
+
+def test_mobilenet_v2_bfloat16_computation():
+    """bfloat16 convolutions: eval-mode outputs near float32's (training-mode BN over a tiny batch
+    amplifies any rounding, float32's own included, several times per block), float32
+    parameters, BN statistics and outputs; every convolution and matmul of the forward pass in
+    bfloat16."""
+    outputs = {}
+    for dtype in ("float32", "bfloat16"):
+        model = random_mobilenet(0.35, dtype=dtype)
+        model.eval()
+        outputs[dtype] = nnx.jit(lambda model, x: model(x))(model, MOBILENET_INPUT)
+    for got, expected in zip(outputs["bfloat16"], outputs["float32"]):
+        assert got.dtype == np.float32
+        assert relative_error(got, expected) < 0.05
+    for kind in (nnx.Param, nnx.BatchStat):
+        assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, kind))} == {np.dtype(np.float32)}
+    jaxpr = str(jax.make_jaxpr(lambda x: model(x))(MOBILENET_INPUT))
+    products = [line for line in jaxpr.splitlines()
+                if "dot_general[" in line or "conv_general_dilated[" in line]
+    assert products and all("bf16[" in line.split("=")[0] for line in products)
+
+
+def test_autoencoder_bfloat16_computation():
+    """bfloat16 Dense layers: training-mode and eval-mode reconstructions, code and gradients
+    near float32's; parameters, BN statistics and outputs float32."""
+    x = np.random.default_rng(12).normal(size=(32, 640)).astype(np.float32)
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        model = AutoEncoder(dtype=dtype, rngs=nnx.Rngs(0))
+        loss = lambda model, x: jnp.mean(jnp.square(model(x) - x))
+        grads = jax.tree.leaves(nnx.grad(loss)(model, x))
+        outputs = [model(x), model.encode(x)]
+        for kind in (nnx.Param, nnx.BatchStat):
+            assert {leaf.dtype for leaf in jax.tree.leaves(nnx.state(model, kind))} == {
+                np.dtype(np.float32)}
+        model.eval()
+        outputs.append(model(x))
+        results[dtype] = outputs, np.concatenate([np.ravel(g) for g in grads])
+        assert all(array.dtype == np.float32 for array in jax.tree.leaves(results[dtype]))
+    for got, expected in zip(results["bfloat16"][0], results["float32"][0]):
+        assert relative_error(got, expected) < 0.05
+    # Gradients, as one vector: BN's backward pass subtracts each channel's mean and scale
+    # directions from a bfloat16-rounded output gradient, a cancellation that leaves them ~30 %
+    # off in norm (measured), but pointing the same way.
+    got, expected = results["bfloat16"][1], results["float32"][1]
+    assert got @ expected / np.linalg.norm(got) / np.linalg.norm(expected) > 0.9
+    jaxpr = str(jax.make_jaxpr(lambda x: model(x))(x))
+    assert jaxpr.count("bf16[32,128] = dot_general") == 8 and "bf16[32,640] = dot_general" in jaxpr
+
+
+def test_computation_dtype_must_be_floating():
+    assert compute_dtype("bfloat16") == jnp.bfloat16
+    for bad in ("int32", "float33"):
+        with pytest.raises(ValueError, match="computation dtype"):
+            AutoEncoder(dtype=bad, rngs=nnx.Rngs(0))
 
 
 # ----------------------------------------------------------------------------- registry

@@ -15,6 +15,8 @@ scale 1, offset 0). The 2023 PyTorch baseline used torch's default Linear init i
 Keras so the model starts where the original did.
 
 BatchNorm is ``nnx.BatchNorm`` with a leaner gradient (``mdg.models.layers.FusedBatchNorm``).
+Mixed precision: ``dtype`` is the computation dtype of the Dense layers; parameters stay float32,
+BatchNorm statistics are float32, and code and reconstruction are returned in float32.
 Momentum: Keras and Flax use the same convention,
 ``running = momentum * running + (1 - momentum) * batch_statistic``, so Keras ``momentum=0.99`` is
 Flax ``momentum=0.99`` (PyTorch writes the same thing as ``momentum=0.01``, the weight of the new
@@ -28,7 +30,9 @@ use_running_average=True)``) switches BN to the running averages, ``model.train(
 from flax import nnx
 import jax
 
-from mdg.models.layers import FusedBatchNorm
+import jax.numpy as jnp
+
+from mdg.models.layers import FusedBatchNorm, compute_dtype
 
 # Keras BatchNormalization defaults used by the baseline (see module docstring for the mapping).
 KERAS_BN_MOMENTUM = 0.99
@@ -36,7 +40,8 @@ KERAS_BN_EPSILON = 1e-3
 
 
 class DenseBlock(nnx.Module):
-    """Dense -> BatchNorm -> ReLU: float32 ``(batch, in_features)`` -> ``(batch, out_features)``."""
+    """Dense -> BatchNorm -> ReLU: ``(batch, in_features)`` -> ``(batch, out_features)`` in
+    ``dtype``."""
 
     def __init__(
         self,
@@ -45,10 +50,12 @@ class DenseBlock(nnx.Module):
         *,
         bn_momentum: float,
         bn_epsilon: float,
+        dtype,
         rngs: nnx.Rngs,
     ):
         self.dense = nnx.Linear(
-            in_features, out_features, kernel_init=nnx.initializers.glorot_uniform(), rngs=rngs
+            in_features, out_features, kernel_init=nnx.initializers.glorot_uniform(),
+            dtype=dtype, rngs=rngs
         )
         self.norm = FusedBatchNorm(
             out_features, momentum=bn_momentum, epsilon=bn_epsilon, rngs=rngs
@@ -71,6 +78,8 @@ class AutoEncoder(nnx.Module):
       bottleneck_dim: width of the code layer (itself Dense-BN-ReLU, as in the baseline).
       bn_momentum: running-average decay of BatchNorm (Keras/Flax convention, see module docstring).
       bn_epsilon: variance offset of BatchNorm.
+      dtype: computation dtype of the Dense layers ("float32" or "bfloat16"); parameters stay
+        float32 and outputs are float32.
       rngs: random streams for parameter initialization.
     """
 
@@ -85,6 +94,7 @@ class AutoEncoder(nnx.Module):
         bottleneck_dim: int = 8,
         bn_momentum: float = KERAS_BN_MOMENTUM,
         bn_epsilon: float = KERAS_BN_EPSILON,
+        dtype="float32",
         *,
         rngs: nnx.Rngs,
     ):
@@ -94,7 +104,8 @@ class AutoEncoder(nnx.Module):
             if value < 1:
                 raise ValueError(f"AutoEncoder: {name} must be a positive integer, got {value}")
         self.input_dim = input_dim
-        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, rngs=rngs)
+        dtype = compute_dtype(dtype)
+        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, dtype=dtype, rngs=rngs)
         encoder_widths = [input_dim] + [hidden_dim] * num_hidden_layers + [bottleneck_dim]
         decoder_widths = [bottleneck_dim] + [hidden_dim] * num_hidden_layers
         self.encoder = nnx.List([
@@ -104,24 +115,26 @@ class AutoEncoder(nnx.Module):
             DenseBlock(din, dout, **bn) for din, dout in zip(decoder_widths, decoder_widths[1:])
         ])
         self.output = nnx.Linear(
-            hidden_dim, input_dim, kernel_init=nnx.initializers.glorot_uniform(), rngs=rngs
+            hidden_dim, input_dim, kernel_init=nnx.initializers.glorot_uniform(), dtype=dtype,
+            rngs=rngs
         )
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """float32 ``(batch, input_dim)`` -> code ``(batch, bottleneck_dim)`` (after its ReLU)."""
+        """``(batch, input_dim)`` -> float32 code ``(batch, bottleneck_dim)`` (after its ReLU)."""
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(
                 f"AutoEncoder: expected input of shape (batch, {self.input_dim}), got {x.shape}"
             )
         for block in self.encoder:
             x = block(x)
-        return x
+        return x.astype(jnp.float32)
 
     def decode(self, code: jax.Array) -> jax.Array:
-        """Bottleneck code ``(batch, bottleneck_dim)`` -> reconstruction ``(batch, input_dim)``."""
+        """Bottleneck code ``(batch, bottleneck_dim)`` -> float32 reconstruction
+        ``(batch, input_dim)``."""
         for block in self.decoder:
             code = block(code)
-        return self.output(code)
+        return self.output(code).astype(jnp.float32)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """float32 ``(batch, input_dim)`` log-Mel vectors -> reconstruction of the same shape."""

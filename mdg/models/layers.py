@@ -1,9 +1,13 @@
-"""Layers shared by mdg's models, written for fast training on CPU with XLA.
+"""Layers shared by mdg's models, with forms written for fast training on CPU with XLA.
 
 Each computes what its textbook form computes (tests/test_models.py compares them with XLA's own
-grouped convolution, with automatic differentiation and with ``nnx.BatchNorm``), in a form that
-XLA's CPU backend runs well (factors measured on a 2-core Xeon with AVX-512, batch 128 MobileNetV2
-training; see benchmarks/train_step.py):
+grouped convolution, with automatic differentiation and with ``nnx.BatchNorm``). The convolutions
+have two implementations, chosen per layer by ``conv_impl`` (see ``resolve_conv_impl``):
+"cpu_tuned", the forms below that XLA's CPU backend runs well, and "native", XLA's own grouped
+convolution and a plain matmul, which GPU (cuDNN) and TPU (native depthwise) backends run well;
+"auto" picks the first on CPU and the second elsewhere. CPU-tuned factors (measured on a 2-core
+Xeon with AVX-512, batch 128 MobileNetV2 training; ``benchmarks/train_step.py --workloads
+mnv2_train,mnv2_train_native`` measures the whole step both ways):
 
 - ``depthwise_conv`` / ``DepthwiseConv``: depthwise k x k convolution as shifted multiply-adds
   with a hand-written VJP; XLA runs grouped convolutions as slow generic loops (this form: ~10x
@@ -13,13 +17,50 @@ training; see benchmarks/train_step.py):
 - ``batch_norm_train`` / ``FusedBatchNorm``: ``nnx.BatchNorm`` with a leaner training-mode VJP
   (step -5 % for MobileNetV2, -10 % for the autoencoder).
 
-All take channels-last (NHWC / ``(..., channels)``) float arrays.
+All take channels-last (NHWC / ``(..., channels)``) float arrays. Mixed precision: the modules
+take a computation ``dtype`` (float32 or bfloat16); parameters stay float32 and are cast to it at
+use, convolutions run in it, and BatchNorm computes its statistics in float32 whatever the dtype.
 """
 import functools
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
+
+CONV_IMPLS = ("auto", "cpu_tuned", "native")
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+    """The convolution implementation ``conv_impl`` stands for: "cpu_tuned" or "native".
+
+    "auto" resolves by ``jax.default_backend()`` when traced: "cpu_tuned" on CPU, where the
+    shifted multiply-adds beat XLA's grouped convolution several times over, and "native" on GPU
+    and TPU, whose convolution libraries have fast depthwise kernels.
+
+    Raises:
+      ValueError: ``conv_impl`` is not one of ``CONV_IMPLS``.
+    """
+    if conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    if conv_impl == "auto":
+        return "cpu_tuned" if jax.default_backend() == "cpu" else "native"
+    return conv_impl
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+    """``dtype`` (a name such as "bfloat16", or a dtype) as a floating-point dtype.
+
+    Raises:
+      ValueError: ``dtype`` is not a floating-point type.
+    """
+    try:
+        resolved = jnp.dtype(dtype)
+    except TypeError as error:
+        raise ValueError(f"computation dtype {dtype!r} is not a dtype") from error
+    if not jnp.issubdtype(resolved, jnp.floating):
+        raise ValueError(f"computation dtype must be floating point (float32, bfloat16), "
+                         f"got {resolved}")
+    return resolved
 
 
 def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
@@ -108,12 +149,24 @@ def _depthwise_conv_backward(stride, residuals, dy):
     # Kernel gradient: each tap's input window times the output gradient, summed over positions.
     # Summing rows by pairwise adds first keeps window, product and most of the sum in one loop
     # fusion; a plain jnp.sum makes XLA copy out every shifted window first (~6x slower).
+    # Products and sums in float32 whatever the computation dtype: a bfloat16 sum over every
+    # position would lose the kernel gradient's low bits.
     x_padded = jax.lax.optimization_barrier(_pad_same(x, k, stride))
+    dy = dy.astype(jnp.float32)
     dkernel = jnp.stack([
-        jnp.sum(_sum_rows(_window(x_padded, i, j, out_h, out_w, stride) * dy), axis=(0, 1))
+        jnp.sum(_sum_rows(_window(x_padded, i, j, out_h, out_w, stride).astype(jnp.float32)
+                          * dy), axis=(0, 1))
         for i in range(k) for j in range(k)
     ])
-    return dx, dkernel.reshape(kernel.shape)
+    return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
+
+
+def native_depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """``depthwise_conv`` (same arguments and result) as XLA's grouped convolution, for backends
+    with native depthwise kernels."""
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        feature_group_count=x.shape[-1])
 
 
 depthwise_conv.defvjp(_depthwise_conv_forward, _depthwise_conv_backward)
@@ -140,39 +193,56 @@ def _pointwise_conv_backward(residuals, dy):
     x = x.reshape(-1, x.shape[-1])
     dy_rows = dy.reshape(-1, dy.shape[-1])
     if x.shape[1] <= dy_rows.shape[1]:
-        dkernel = x.T @ dy_rows
+        dkernel = jnp.matmul(x.T, dy_rows, preferred_element_type=jnp.float32)
     else:
-        dkernel = (dy_rows.T @ x).T
-    return dy @ kernel.T, dkernel
+        dkernel = jnp.matmul(dy_rows.T, x, preferred_element_type=jnp.float32).T
+    return dy @ kernel.T, dkernel.astype(kernel.dtype)
 
 
 pointwise_conv.defvjp(_pointwise_conv_forward, _pointwise_conv_backward)
 
 
 class PointwiseConv(nnx.Module):
-    """Bias-free 1 x 1 conv: ``(..., in_channels)`` -> ``(..., out_channels)``; kernel
-    ``(in_channels, out_channels)``, glorot-uniform (Keras's fans for a 1 x 1 conv kernel)."""
+    """Bias-free 1 x 1 conv: ``(..., in_channels)`` -> ``(..., out_channels)`` in ``dtype``;
+    float32 kernel ``(in_channels, out_channels)``, glorot-uniform (Keras's fans for a 1 x 1 conv
+    kernel). ``conv_impl``: "cpu_tuned" is ``pointwise_conv``, "native" a plain matmul."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, out_channels: int, *, conv_impl: str = "auto",
+                 dtype="float32", rngs: nnx.Rngs):
+        resolve_conv_impl(conv_impl)  # fail at construction on a bad name
         self.kernel = nnx.Param(nnx.initializers.glorot_uniform()(
             rngs.params(), (in_channels, out_channels)))
+        self.conv_impl = conv_impl
+        self.dtype = compute_dtype(dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return pointwise_conv(x, self.kernel[...])
+        x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
+        if resolve_conv_impl(self.conv_impl) == "cpu_tuned":
+            return pointwise_conv(x, kernel)
+        return x @ kernel
 
 
 class DepthwiseConv(nnx.Module):
     """Bias-free depthwise k x k conv, "SAME" padding: ``(batch, H, W, C)`` ->
-    ``(batch, ceil(H / stride), ceil(W / stride), C)``. Kernel ``(k, k, 1, C)``, glorot-uniform
-    (Keras's fans for its ``(k, k, C, 1)`` depthwise kernel have the same sum: the same bound)."""
+    ``(batch, ceil(H / stride), ceil(W / stride), C)`` in ``dtype``. float32 kernel
+    ``(k, k, 1, C)``, glorot-uniform (Keras's fans for its ``(k, k, C, 1)`` depthwise kernel have
+    the same sum: the same bound). ``conv_impl``: "cpu_tuned" is ``depthwise_conv``, "native"
+    ``native_depthwise_conv``."""
 
-    def __init__(self, channels: int, kernel_size: int, *, stride: int, rngs: nnx.Rngs):
+    def __init__(self, channels: int, kernel_size: int, *, stride: int, conv_impl: str = "auto",
+                 dtype="float32", rngs: nnx.Rngs):
+        resolve_conv_impl(conv_impl)
         self.kernel = nnx.Param(nnx.initializers.glorot_uniform()(
             rngs.params(), (kernel_size, kernel_size, 1, channels)))
         self.stride = stride
+        self.conv_impl = conv_impl
+        self.dtype = compute_dtype(dtype)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return depthwise_conv(x, self.kernel[...], self.stride)
+        x, kernel = x.astype(self.dtype), self.kernel[...].astype(self.dtype)
+        if resolve_conv_impl(self.conv_impl) == "cpu_tuned":
+            return depthwise_conv(x, kernel, self.stride)
+        return native_depthwise_conv(x, kernel, self.stride)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -181,13 +251,14 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
     """Training-mode batch normalization over all axes but the last (channels).
 
     Args:
-      x: float ``(..., channels)``.
-      scale, bias: ``(channels,)``.
+      x: float ``(..., channels)``, any float dtype.
+      scale, bias: float32 ``(channels,)``.
       epsilon: variance offset.
 
     Returns:
-      ``(normalized, mean, var)``: ``(x - mean) / sqrt(var + epsilon) * scale + bias`` with the
-      batch mean and biased variance ``(channels,)``, the numbers ``nnx.BatchNorm`` computes.
+      ``(normalized, mean, var)``: ``(x - mean) / sqrt(var + epsilon) * scale + bias`` in x's
+      dtype, with the batch mean and biased variance, float32 ``(channels,)`` computed in float32,
+      the numbers ``nnx.BatchNorm`` computes.
       The VJP keeps only ``x`` and per-channel vectors; automatic differentiation would also store
       the centred input, one more full-size array written and read per layer.
     """
@@ -196,10 +267,12 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array,
 
 def _batch_norm_train_forward(x, scale, bias, epsilon):
     axes = tuple(range(x.ndim - 1))
-    mean = jnp.mean(x, axes)
-    var = jnp.maximum(jnp.mean(jnp.square(x), axes) - jnp.square(mean), 0.0)
+    x32 = x.astype(jnp.float32)  # statistics in float32 whatever x's dtype (no-op for float32)
+    mean = jnp.mean(x32, axes)
+    var = jnp.maximum(jnp.mean(jnp.square(x32), axes) - jnp.square(mean), 0.0)
     inv_std = jax.lax.rsqrt(var + epsilon)
-    return ((x - mean) * (scale * inv_std) + bias, mean, var), (x, scale, mean, inv_std)
+    out = ((x32 - mean) * (scale * inv_std) + bias).astype(x.dtype)
+    return (out, mean, var), (x, scale, mean, inv_std)
 
 
 def _batch_norm_train_backward(epsilon, residuals, cotangents):
@@ -207,12 +280,13 @@ def _batch_norm_train_backward(epsilon, residuals, cotangents):
     d_out, d_mean, d_var = cotangents
     axes = tuple(range(x.ndim - 1))
     count = x.size // x.shape[-1]
-    x_hat = (x - mean) * inv_std
+    x32, d_out = x.astype(jnp.float32), d_out.astype(jnp.float32)
+    x_hat = (x32 - mean) * inv_std
     d_bias = jnp.sum(d_out, axes)
     d_scale = jnp.sum(d_out * x_hat, axes)
     d_x = ((scale * inv_std) * (d_out - (d_bias + x_hat * d_scale) / count)
-           + (d_mean + 2.0 * d_var * (x - mean)) / count)
-    return d_x, d_scale, d_bias
+           + (d_mean + 2.0 * d_var * (x32 - mean)) / count)
+    return d_x.astype(x.dtype), d_scale, d_bias
 
 
 batch_norm_train.defvjp(_batch_norm_train_forward, _batch_norm_train_backward)
@@ -220,13 +294,16 @@ batch_norm_train.defvjp(_batch_norm_train_forward, _batch_norm_train_backward)
 
 class FusedBatchNorm(nnx.BatchNorm):
     """``nnx.BatchNorm`` over the last axis, with scale and bias (same variables, modes and
-    running-average update), whose training-mode pass is ``batch_norm_train``."""
+    running-average update), whose training-mode pass is ``batch_norm_train``. Statistics and
+    normalization are float32 in both modes; the output has the input's dtype. Leave ``dtype``
+    unset: ``nnx.BatchNorm`` would cast the running statistics to it."""
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
         if use_running_average is None:
             use_running_average = self.use_running_average
         if use_running_average:
-            return super().__call__(x, use_running_average=True)
+            # nnx.BatchNorm promotes a bfloat16 input to the float32 statistics.
+            return super().__call__(x, use_running_average=True).astype(x.dtype)
         out, mean, var = batch_norm_train(x, self.scale[...], self.bias[...], self.epsilon)
         decay = self.momentum
         self.mean[...] = jax.lax.stop_gradient(decay * self.mean[...] + (1 - decay) * mean)

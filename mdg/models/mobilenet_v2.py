@@ -23,8 +23,11 @@ some versions and uses "same" in others; for a 3x3 kernel at stride 2 both give 
 on even sizes and (1, 1) on odd sizes, exactly what XLA's "SAME" does, so the three agree.
 BatchNorm uses Keras's MobileNetV2 settings, momentum 0.999 and epsilon 1e-3 (Keras and Flax share
 the momentum convention ``running = momentum * running + (1 - momentum) * batch``). The depthwise,
-1x1 and BN layers are the CPU-friendly forms of ``mdg.models.layers`` (1x1 kernels are stored as
-``(in, out)`` matrices rather than ``(1, 1, in, out)``).
+1x1 and BN layers are those of ``mdg.models.layers`` (1x1 kernels are stored as ``(in, out)``
+matrices rather than ``(1, 1, in, out)``); ``conv_impl`` picks their CPU-tuned or native form.
+Mixed precision: ``dtype`` is the computation dtype of every convolution; the parameters stay
+float32, BatchNorm statistics are float32, and the embedding, the head and the logits are float32
+(the margin losses' cosines and angles need the precision).
 
 Input channels: the Keras baseline tiled the single log-Mel channel to 3 channels only to fit the
 ImageNet input shape. There are no pretrained weights to match here (the baseline trained from
@@ -68,11 +71,12 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 class ConvBN(nnx.Module):
-    """Bias-free conv -> BatchNorm (-> ReLU6 if ``activate``) on NHWC float32 input.
+    """Bias-free conv -> BatchNorm (-> ReLU6 if ``activate``) on NHWC input; output in ``dtype``.
 
     ``kind`` selects the conv: "full" (``nnx.Conv``, k x k over all input channels; the stem),
     "depthwise" (``DepthwiseConv``, k x k per channel; ``in_channels == out_channels``) or
-    "pointwise" (``PointwiseConv``, 1 x 1; ``kernel_size`` is ignored).
+    "pointwise" (``PointwiseConv``, 1 x 1; ``kernel_size`` is ignored). ``conv_impl`` and ``dtype``
+    go to the conv (see ``mdg.models.layers``).
     """
 
     def __init__(
@@ -86,19 +90,23 @@ class ConvBN(nnx.Module):
         activate: bool = True,
         bn_momentum: float,
         bn_epsilon: float,
+        conv_impl: str = "auto",
+        dtype="float32",
         rngs: nnx.Rngs,
     ):
+        conv = dict(conv_impl=conv_impl, dtype=dtype, rngs=rngs)
         if kind == "full":
             self.conv = nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size),
                                  strides=stride, padding="SAME", use_bias=False,
-                                 kernel_init=nnx.initializers.glorot_uniform(), rngs=rngs)
+                                 kernel_init=nnx.initializers.glorot_uniform(),
+                                 dtype=compute_dtype(dtype), rngs=rngs)
         elif kind == "depthwise":
             if in_channels != out_channels:
                 raise ValueError(f"ConvBN: depthwise conv needs in_channels == out_channels, "
                                  f"got {in_channels} and {out_channels}")
-            self.conv = DepthwiseConv(in_channels, kernel_size, stride=stride, rngs=rngs)
+            self.conv = DepthwiseConv(in_channels, kernel_size, stride=stride, **conv)
         elif kind == "pointwise":
-            self.conv = PointwiseConv(in_channels, out_channels, rngs=rngs)
+            self.conv = PointwiseConv(in_channels, out_channels, **conv)
         else:
             raise ValueError(f"ConvBN: kind must be full, depthwise or pointwise, got {kind!r}")
         self.norm = FusedBatchNorm(out_channels, momentum=bn_momentum, epsilon=bn_epsilon,
@@ -123,9 +131,12 @@ class InvertedResidual(nnx.Module):
         expansion: int,
         bn_momentum: float,
         bn_epsilon: float,
+        conv_impl: str = "auto",
+        dtype="float32",
         rngs: nnx.Rngs,
     ):
-        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, rngs=rngs)
+        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, conv_impl=conv_impl,
+                  dtype=dtype, rngs=rngs)
         hidden = in_channels * expansion
         self.expand = ConvBN(in_channels, hidden, "pointwise", **bn) if expansion != 1 else None
         self.depthwise = ConvBN(hidden, hidden, "depthwise", stride=stride, **bn)
@@ -153,6 +164,11 @@ class MobileNetV2(nnx.Module):
       head: "linear" (the baseline) or "cosine" (class centres, see :mod:`mdg.models.heads`).
       num_subclusters: centres per class of the cosine head.
       head_scale: initial logit scale of the cosine head.
+      conv_impl: depthwise and 1x1 convolutions: "cpu_tuned" (shifted multiply-adds, custom
+        gradients), "native" (XLA's grouped convolution, plain matmul) or "auto" (cpu_tuned on
+        the CPU backend, native elsewhere; see ``mdg.models.layers.resolve_conv_impl``).
+      dtype: computation dtype of the convolutions ("float32" or "bfloat16"); parameters, the
+        head (cosines and margins need float32) and the outputs stay float32.
       rngs: random streams for parameter initialization.
     """
 
@@ -169,6 +185,8 @@ class MobileNetV2(nnx.Module):
         head: str = "linear",
         num_subclusters: int = 1,
         head_scale: float = 30.0,
+        conv_impl: str = "auto",
+        dtype="float32",
         *,
         rngs: nnx.Rngs,
     ):
@@ -176,7 +194,8 @@ class MobileNetV2(nnx.Module):
                             ("in_channels", in_channels)]:
             if value <= 0:
                 raise ValueError(f"MobileNetV2: {name} must be positive, got {value}")
-        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, rngs=rngs)
+        bn = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, conv_impl=conv_impl,
+                  dtype=dtype, rngs=rngs)
         self.in_channels = in_channels
         channels = make_divisible(FIRST_CONV_CHANNELS * alpha)
         self.stem = ConvBN(in_channels, channels, "full", stride=2, **bn)
@@ -222,5 +241,5 @@ class MobileNetV2(nnx.Module):
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        embedding = jnp.mean(self.head_conv(x), axis=(1, 2))
+        embedding = jnp.mean(self.head_conv(x).astype(jnp.float32), axis=(1, 2))
         return {"logits": self.head(embedding), "embedding": embedding}
