@@ -18,3 +18,17 @@ def real_data() -> pathlib.Path:
     if not REAL_DATA.is_dir():
         pytest.fail(f"real test data missing: {REAL_DATA} (CI has it beside the project)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory):
+    """A tiny MobileNetV2 trained with dynamic AdaCos on the fake classifier unit (test_train's
+    helpers), shared by the objective and score-method tests: (config, unit, workdir,
+    eval graphdef, final train state)."""
+    from mdg import sharding, train
+    from test_train import fake_classifier_unit, tiny_classifier_config
+
+    config, unit = tiny_classifier_config("adacos"), fake_classifier_unit()
+    workdir = tmp_path_factory.mktemp("trained_classifier")
+    graphdef, state = train.train_unit(config, unit, sharding.make_mesh(1), workdir)
+    return config, unit, workdir, graphdef, state

@@ -1,4 +1,9 @@
-"""Train loop: device-count invariance, resume after interruption, NaN stop (in-memory data, tiny AE)."""
+"""Train loop: device-count invariance, resume after interruption (with and without mixup), NaN
+stop, RNG key and mixup, compile-once (in-memory data, tiny AE).
+
+Also the fake units other test files train on: ``fake_unit`` (reconstruction) and
+``fake_classifier_unit`` with ``tiny_classifier_config`` (tiny MobileNetV2).
+"""
 
 import numpy as np
 import pytest
@@ -30,9 +35,68 @@ def fake_unit(num_clips=10, num_frames=24, num_mels=16, seed=0):
     return units.Unit(name="fake", machine="fake", train={"log_mel": log_mels}, test={})
 
 
+def _object_array(rows):
+    """An object array of tuples, as the shard loader returns attribute columns."""
+    array = np.empty(len(rows), dtype=object)
+    for row, value in enumerate(rows):
+        array[row] = tuple(value)
+    return array
+
+
+def fake_clips(split, sections, attributes, domains, num_frames, num_mels, rng):
+    """Per-clip arrays of one split in the shard loader's layout (attribute ``a`` per clip)."""
+    names = [f"section_{s:02d}_{'target' if d else 'source'}_{split}_normal_{i:04d}_a_{a}.wav"
+             for i, (s, a, d) in enumerate(zip(sections, attributes, domains))]
+    return {"log_mel": rng.normal(size=(len(sections), num_frames, num_mels)).astype(np.float32),
+            "file_name": np.array(names), "machine": np.array(["fake"] * len(sections)),
+            "section": np.array(sections, np.int32), "domain": np.array(domains, np.int32),
+            "label": np.zeros(len(sections), np.int32),
+            "attribute_names": _object_array([["a"]] * len(sections)),
+            "attribute_values": _object_array([[a] for a in attributes])}
+
+
+def fake_classifier_unit(num_frames=48, num_mels=16, seed=0):
+    """A classifier unit with section_attribute targets, built by mdg.units.add_class_targets.
+
+    12 training clips: sections 0 and 1, attribute a in {x, y} (4 classes), clips 4-5 and 10-11
+    of the target domain. 6 test clips; test clip 2 has the unseen attribute value z, so its
+    candidates are both classes of section 0.
+    """
+    rng = np.random.default_rng(seed)
+    train_split = fake_clips("train", [0] * 6 + [1] * 6, list("xyxyxy" * 2), [0, 0, 0, 0, 1, 1] * 2,
+                             num_frames, num_mels, rng)
+    test_split = fake_clips("test", [0, 0, 0, 1, 1, 1], list("xyzxyx"), [0, 1, 0, 1, 0, 1],
+                            num_frames, num_mels, rng)
+    unit = units.Unit(name="fake_classifier", machine="fake", train=train_split, test=test_split)
+    units.add_class_targets(unit, "section_attribute")
+    return unit
+
+
+def tiny_classifier_config(loss="adacos", num_epochs=2):
+    """Tiny MobileNetV2 (alpha 0.35) on 32-frame x 16-mel patches: 4 steps per epoch on the fake
+    classifier unit, no validation split."""
+    c = base_config()
+    c.model.name = "mobilenet_v2"
+    c.model.alpha = 0.35
+    c.model.bn_momentum = 0.5
+    c.data.target = "section_attribute"
+    c.data.validation_split = 0.0
+    c.input.window = 32
+    c.input.train_hop = 8
+    c.input.eval_hop = 8
+    c.input.flatten = False
+    c.input.eval_batch_size = 16
+    c.train.loss = loss
+    c.train.batch_size = 8
+    c.train.num_epochs = num_epochs
+    c.train.log_every_steps = 100
+    c.ckpt.save_every_steps = 100
+    return c
+
+
 def train_state_like(config, unit):
     """A freshly initialised state of the same structure, as a restore target."""
-    model = train.create_model(config, 0, objectives.from_config(config))
+    model = train.create_model(config, len(unit.class_names), objectives.from_config(config))
     return train.initial_state(model, train.optimizer(config.train.learning_rate), config.seed)
 
 
