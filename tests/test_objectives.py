@@ -186,9 +186,8 @@ def test_arcface_and_adacos_training_logits_against_numpy(windows):
     loss, new_scale = _row_loss(graphdef, ada_state, adacos, out, targets, training=True)
     np.testing.assert_allclose(new_scale, want_scale, rtol=1e-5)
     np.testing.assert_allclose(loss, _cross_entropy64(want_scale * cos, labels), rtol=1e-4, atol=1e-5)
-    loss_eval, kept = _row_loss(graphdef, ada_state, adacos, out, targets, training=False)
+    _, kept = _row_loss(graphdef, ada_state, adacos, out, targets, training=False)
     assert float(kept) == np.float32(s0)
-    np.testing.assert_allclose(loss_eval, loss, rtol=1e-6)   # the loss uses the batch's scale either way
 
 
 # ----------------------------------------------------------------------------------------------
