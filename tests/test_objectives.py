@@ -147,8 +147,13 @@ def test_scoring_logits_have_no_margin_and_subcluster_adacos_trains_on_pooled_lo
     np.testing.assert_allclose(new_scale, want_scale, rtol=1e-5)
     pooled = logsumexp(want_scale * cos.reshape(4, NUM_CLASSES, k), axis=2)
     np.testing.assert_allclose(loss, _cross_entropy64(pooled, labels), rtol=1e-4, atol=1e-5)
-    _, kept = _row_loss(graphdef, state, objective, out, targets, training=False)
+    # Evaluation: the stored scale, so a row's loss does not depend on the rest of its batch.
+    loss_eval, kept = _row_loss(graphdef, state, objective, out, targets, training=False)
     assert float(kept) == s0 != pytest.approx(want_scale, rel=1e-3)
+    np.testing.assert_allclose(loss_eval, _cross_entropy64(want_logits, labels), rtol=1e-4, atol=1e-5)
+    padded = {name: np.concatenate([v[:2], np.repeat(v[1:2], 2, axis=0)]) for name, v in out.items()}
+    loss_padded, _ = _row_loss(graphdef, state, objective, padded, targets[[0, 1, 1, 1]], training=False)
+    np.testing.assert_allclose(loss_padded[:2], loss_eval[:2], rtol=1e-6)
 
 
 def test_arcface_and_adacos_training_logits_against_numpy(windows):
@@ -183,11 +188,14 @@ def test_arcface_and_adacos_training_logits_against_numpy(windows):
     others[rows, labels] = False
     b_avg = np.mean(np.sum(np.exp(np.float32(s0) * cos) * others, axis=1))
     want_scale = np.log(b_avg) / np.cos(min(np.pi / 4, np.median(theta)))
+    out = forward(ada_state, x)      # same trunk and centres: same embedding and cosines
+    np.testing.assert_allclose(out["logits"], np.float32(s0) * cos, rtol=2e-5, atol=1e-5)
     loss, new_scale = _row_loss(graphdef, ada_state, adacos, out, targets, training=True)
     np.testing.assert_allclose(new_scale, want_scale, rtol=1e-5)
     np.testing.assert_allclose(loss, _cross_entropy64(want_scale * cos, labels), rtol=1e-4, atol=1e-5)
-    _, kept = _row_loss(graphdef, ada_state, adacos, out, targets, training=False)
+    loss_eval, kept = _row_loss(graphdef, ada_state, adacos, out, targets, training=False)
     assert float(kept) == np.float32(s0)
+    np.testing.assert_allclose(loss_eval, _cross_entropy64(np.float32(s0) * cos, labels), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------
