@@ -71,7 +71,8 @@ class Objective:
           outputs: ``model.outputs(x)``.
           x: the model input (reconstruction target of ``mse``).
           targets: ``(batch, num_classes)`` float class distributions (classifiers).
-          training: True in the train step: AdaCos then stores its updated scale in the head.
+          training: True in the train step: AdaCos then updates its scale on the batch and stores
+            it in the head; False: AdaCos uses the stored scale, so each row's loss is its own.
         """
         if self.name == "mse":
             return losses.reconstruction_mse(x, outputs["reconstruction"])
@@ -81,6 +82,10 @@ class Objective:
         centres, scale = head.centres.value, head.scale.value
         if self.name == "arcface":
             logits = losses.arcface_logits(embedding, centres, targets, scale, self.margin)
+        elif not training:
+            # AdaCos evaluation (validation loss): the stored scale, i.e. the head's own logits. A
+            # scale fitted to the eval batch would let its size and padding rows change every loss.
+            logits = outputs["logits"]
         else:
             if self.name == "adacos":
                 logits, new_scale = losses.adacos_logits(embedding, centres, targets, scale)

@@ -50,3 +50,17 @@ def real_dataset(request) -> RealDataset:
         pytest.skip(f"DCASE 2023 development slice not found at {dataset.root}: "
                     f"these real-clip tests ran on the in-project fixture only")
     return dataset
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory):
+    """A tiny MobileNetV2 trained with dynamic AdaCos on the fake classifier unit (test_train's
+    helpers), shared by the objective and score-method tests: (config, unit, workdir,
+    eval graphdef, final train state)."""
+    from mdg import sharding, train
+    from test_train import fake_classifier_unit, tiny_classifier_config
+
+    config, unit = tiny_classifier_config("adacos"), fake_classifier_unit()
+    workdir = tmp_path_factory.mktemp("trained_classifier")
+    graphdef, state = train.train_unit(config, unit, sharding.make_mesh(1), workdir)
+    return config, unit, workdir, graphdef, state

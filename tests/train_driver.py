@@ -1,7 +1,8 @@
 """Runs a tiny training in its own process (for the kill -9 test): python train_driver.py WORKDIR OUT.npz.
 
 The data, config and model are the same on every run, so a restarted run must end exactly where
-an uninterrupted one does.
+an uninterrupted one does. Mixup is on, so every step draws from the checkpointed RNG key: a
+resumed run that lost or reset the key would mix different batches.
 """
 
 import pathlib
@@ -21,6 +22,7 @@ def main(workdir: str, out: str) -> None:
     c.ckpt.keep = 2
     c.train.log_every_steps = 50
     c.data.validation_split = 0.0
+    c.train.mixup_alpha = 0.4
     _, state = train.train_unit(c, fake_unit(num_clips=16), sharding.make_mesh(1), pathlib.Path(workdir))
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
     np.savez(out, *leaves)

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from mdg.models.heads import make_head
-from mdg.models.layers import DepthwiseConv, FusedBatchNorm, PointwiseConv
+from mdg.models.layers import DepthwiseConv, FusedBatchNorm, PointwiseConv, compute_dtype
 
 # (expansion t, channels c, repeats n, first stride s) per stage, Sandler et al. (2018), table 2.
 INVERTED_RESIDUAL_STAGES: tuple[tuple[int, int, int, int], ...] = (
