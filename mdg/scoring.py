@@ -74,8 +74,9 @@ Per-domain centre distance (DCASE 2022/2023 top systems' domain-wise scoring)
 
 Mahalanobis on embeddings (per-domain Gaussians, minimum over domains)
     Per (section, domain): mean and Ledoit-Wolf shrunk covariance of the training embeddings
-    (shrinkage makes a 1280-d covariance from tens of clips invertible; scikit-learn's
-    ``LedoitWolf``). Score: the smallest squared Mahalanobis distance over the two domains. A domain
+    (shrinkage makes a 1280-d covariance from tens of clips invertible; the shrinkage from
+    scikit-learn's ``ledoit_wolf_shrinkage``, applied through the Woodbury identity so that no
+    d x d matrix is formed). Score: the smallest squared Mahalanobis distance over the two domains. A domain
     with fewer than two clips uses its own mean with the source covariance (as the AE Mahalanobis
     score's target-falls-back-to-source rule); one with no clips is left out. Training clips are
     scored in-sample.
@@ -100,7 +101,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn.covariance import LedoitWolf
+from sklearn.covariance import ledoit_wolf_shrinkage
 from sklearn.neighbors import LocalOutlierFactor
 
 # Index of each domain along the leading axis of BlockMoments and of the precision stack.
@@ -384,6 +385,30 @@ def domain_centre_distance(embeddings: np.ndarray, groups: np.ndarray, bank: np.
     return np.min(np.where(in_section, distance, np.inf), axis=1)
 
 
+def _shrunk_gaussian(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Mean and Ledoit-Wolf covariance ``c I + b X'X`` of ``clips`` (n, d), kept in factored form:
+    (mean, centred clips X, c, b). Nothing d x d is formed (d ~ 1280 >> n)."""
+    mean = clips.mean(axis=0)
+    centred = clips - mean
+    n, d = centred.shape
+    shrinkage = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
+    mean_variance = float(np.sum(centred * centred)) / (n * d)
+    return mean, centred, shrinkage * mean_variance, (1.0 - shrinkage) / n
+
+
+def _squared_mahalanobis(points: np.ndarray, gaussian) -> np.ndarray:
+    """``(x - mean)' C^-1 (x - mean)`` per row, by the Woodbury identity
+    ``(c I + b X'X)^-1 = (I - X' (c/b I + X X')^-1 X) / c``: O(n^2 d) instead of O(d^3)."""
+    mean, centred, c, b = gaussian
+    delta = points - mean
+    quadratic = np.sum(delta * delta, axis=1)
+    if b > 0:
+        projected = delta @ centred.T                                    # (points, n)
+        inner = (c / b) * np.eye(len(centred)) + centred @ centred.T
+        quadratic = quadratic - np.sum(projected * np.linalg.solve(inner, projected.T).T, axis=1)
+    return quadratic / c
+
+
 def embedding_mahalanobis(embeddings: np.ndarray, groups: np.ndarray, bank: np.ndarray,
                           bank_group: np.ndarray, bank_is_target: np.ndarray) -> np.ndarray:
     """Squared Mahalanobis distance to the section's per-domain Gaussians, minimum over domains.
@@ -404,14 +429,15 @@ def embedding_mahalanobis(embeddings: np.ndarray, groups: np.ndarray, bank: np.n
         if len(source) < 2:
             raise ValueError(f"Mahalanobis on embeddings needs >= 2 source training clips per section; "
                              f"section group {group} has {len(source)}")
-        source_fit = LedoitWolf().fit(source)
         rows = groups == group
-        for clips in (source, target):
-            if not len(clips):
-                continue
-            precision = LedoitWolf().fit(clips).precision_ if len(clips) >= 2 else source_fit.precision_
-            delta = embeddings[rows] - clips.mean(axis=0)
-            scores[rows] = np.minimum(scores[rows], np.einsum("ci,ij,cj->c", delta, precision, delta))
+        source_fit = _shrunk_gaussian(source)
+        fits = [source_fit]
+        if len(target) >= 2:
+            fits.append(_shrunk_gaussian(target))
+        elif len(target) == 1:   # the target mean with the source covariance
+            fits.append((target[0],) + source_fit[1:])
+        for gaussian in fits:
+            scores[rows] = np.minimum(scores[rows], _squared_mahalanobis(embeddings[rows], gaussian))
     return scores
 
 
