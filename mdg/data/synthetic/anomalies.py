@@ -51,17 +51,17 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
             "a damaged tooth modulates the mesh once per revolution: the sidebands around the "
             "mesh harmonics rise and an impact rings the housing at (boost - 22) dB"),
         "overload": AnomalyKind(
-            250.0, 550.0, "grams of extra load",
+            150.0, 400.0, "grams of extra load",
             "the motor slows (0.05 % per gram) and the mesh tones grow with the load; the "
             "commutator noise grows with the motor current"),
         "over_voltage": AnomalyKind(
-            15.0, 35.0, "% of extra motor voltage",
+            10.0, 25.0, "% of extra motor voltage",
             "the shaft rate (mesh and sideband frequencies) rises in proportion; the "
             "commutator noise rises by 0.25 dB per %"),
     },
     "bearing": {
         "outer_race": AnomalyKind(
-            -10.0, -2.0, "dB of the defect impulses re. the rolling noise",
+            -8.0, 0.0, "dB of the defect impulses re. the rolling noise",
             "flaking on the outer race: impulses at the outer-race ball-pass rate that ring "
             "broad structural modes, filling the spectrum around the section's resonance"),
         "inner_race": AnomalyKind(
@@ -75,7 +75,7 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
     },
     "slider": {
         "rail_damage": AnomalyKind(
-            -8.0, 0.0, "dB of the impact re. the machine sound",
+            -14.0, -6.0, "dB of the impact re. the machine sound",
             "a dent in the rail: an impact each time the carriage passes it, ringing a carriage "
             "mode 1.3x the section's resonance"),
         "no_grease": AnomalyKind(
@@ -90,13 +90,14 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
     "valve": {
         "contamination": AnomalyKind(
             -16.0, -6.0, "dB of the leak hiss while closed re. the flow while open",
-            "debris on the seat: the closing click rings lower (x0.8) and twice as damped, "
-            "and gas leaks while the valve is closed"),
+            "debris on the seat: the closing click rings lower (x0.8) and twice as damped, the "
+            "plunger rebounds off the debris (a second click 5-20 ms later at -6 dB), and gas "
+            "leaks while the valve is closed"),
         "clogging": AnomalyKind(
             15.0, 45.0, "ms of opening delay",
             "a clogged orifice: the valve opens late (timing of the pattern), the opening click "
-            "rings lower (x0.85), and the gas jets through the narrowed gap: the flow hiss moves "
-            "up to 2.5-7 kHz"),
+            "rings lower (x0.85), and the jet through the narrowed gap whistles (3-4.5 kHz) while "
+            "open at (delay / 3 - 12) dB re. the flow hiss"),
         "sticking": AnomalyKind(
             0.3, 0.7, "fraction of the closings that stick",
             "a sticking plunger: that share of the closings comes 40-150 ms late, changing the "

@@ -30,7 +30,7 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
 
     k = np.arange(1, int(p.NYQUIST_MARGIN * ctx.sr / 1.02 / shaft) + 1)
     blade_pass = k % blades == 0
-    levels_db = np.where(blade_pass, -6.0 * (k / blades - 1), -34.0 - 4 * np.log2(k))
+    levels_db = np.where(blade_pass, -4.0 * (k / blades - 1), -30.0 - 4 * np.log2(k))
     if anomaly == "imbalance":  # 1x, 2x and the +-1 sidebands of the blade-pass harmonics
         sidebands = (k <= 2) | (k % blades == 1) | (k % blades == blades - 1)
         levels_db = np.where(sidebands, levels_db + intensity, levels_db)
@@ -43,7 +43,7 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
     flow = p.shaped_noise(ctx, p.band(freqs, 60.0, flow_hz) * p.tilt(freqs, -1.0))
     flow *= np.float32(1) + np.float32(0.25) * p.sine(ctx, index, blades)
     flow_db = -0.8 * intensity if anomaly == "clogging" else 0.0
-    sound_ = ctx.db((2.0, 1.0)) * p.unit_rms(tonal) + p.db_to_amp(flow_db) * flow
+    sound_ = ctx.db((6.0, 1.0)) * p.unit_rms(tonal) + p.db_to_amp(flow_db) * flow
     if anomaly == "imbalance":
         sound_ *= np.float32(1) + np.float32(intensity / 50) * p.sine(ctx, index, 1)
     return p.unit_rms(sound_)

@@ -24,6 +24,8 @@ VALVE_CLICKS = ({"open": (2100.0, 5200.0), "close": (1700.0, 4300.0)},
                 {"open": (2900.0, 6300.0), "close": (2300.0, 5000.0)},
                 {"open": (1500.0, 4000.0), "close": (1200.0, 3400.0)})
 SECOND_VALVE_CLICKS = {"open": (3600.0, 6900.0), "close": (3000.0, 6000.0)}
+# RMS of the flow hiss while open, relative to a click of amplitude 1.
+VALVE_FLOW_LEVEL = 0.08
 # Level (dB, mean and std) of the second valve relative to the recorded one.
 SECOND_VALVE_DB = (-3.0, 1.5)
 
@@ -43,14 +45,13 @@ def _one_valve(ctx: p.Ctx, pattern: str, clicks: Mapping[str, tuple[float, float
     """Opening/closing clicks of one solenoid valve plus the flow hiss while it is open."""
     opens, closes = _valve_events(ctx, pattern, 0.004)
     open_modes, close_modes = np.array(clicks["open"]), np.array(clicks["close"])
-    close_damping, hiss_band = 1.0, (1500.0, 6000.0)
+    close_damping = 1.0
     if anomaly == "sticking":
         late = ctx.rng.random(closes.size) < intensity
         closes = closes + late * ctx.rng.uniform(0.04, 0.15, closes.size)
     elif anomaly == "clogging":
         opens = opens + intensity / 1000
         open_modes = open_modes * 0.85
-        hiss_band = (2500.0, 7000.0)
     elif anomaly == "contamination":
         close_modes, close_damping = close_modes * 0.8, 2.0
 
@@ -63,10 +64,16 @@ def _one_valve(ctx: p.Ctx, pattern: str, clicks: Mapping[str, tuple[float, float
 
     sound = click(opens, open_modes, 0.7, 1.0) + click(closes, close_modes, 1.0, close_damping)
     flow = p.gate(ctx, opens, closes, 0.004)
-    if anomaly == "contamination":  # the seat does not close: gas leaks
+    if anomaly == "contamination":  # held off the seat: a rebound click, and gas leaks
+        sound += click(closes + ctx.rng.uniform(0.005, 0.02, closes.size), close_modes, 0.5,
+                       close_damping)
         flow = np.maximum(flow, p.db_to_amp(intensity))
-    hiss = p.shaped_noise(ctx, p.band(ctx.freqs, *hiss_band, 2))
-    return sound + np.float32(0.05) * ctx.db((0.0, 1.5)) * hiss * flow
+    hiss = p.shaped_noise(ctx, p.band(ctx.freqs, 1500.0, 6000.0, 2))
+    sound += np.float32(VALVE_FLOW_LEVEL) * ctx.db((0.0, 1.5)) * hiss * flow
+    if anomaly == "clogging":  # the jet through the narrowed orifice whistles while open
+        whistle = p.sine(ctx, p.tone_index(ctx, ctx.rng.uniform(3000.0, 4500.0)))
+        sound += np.float32(VALVE_FLOW_LEVEL) * p.db_to_amp(intensity / 3 - 12.0) * whistle * flow
+    return sound
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
