@@ -35,7 +35,8 @@ def log_mel(pcm: np.ndarray) -> np.ndarray:
 
 def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.SyntheticClip]]:
     """[[normal, anomaly] for source, target]: test clip 0000 as the normal one, and the first
-    anomalous test clip with the same attribute values (target: of another kind than source)."""
+    anomalous test clip with the same attribute values and environment (background, mixed-in
+    machine, ...), so that only the fault differs (target: of another kind than source)."""
     rows = []
     for domain in synthetic.DOMAINS:
         normal = synthetic.synthesize_clip(machine, section, domain, "test", "normal", 0,
@@ -44,7 +45,8 @@ def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.Syn
         for index in range(500):
             anomaly = synthetic.synthesize_clip(machine, section, domain, "test", "anomaly",
                                                 index, seed=seed, sample_rate=SAMPLE_RATE)
-            if anomaly.attributes == normal.attributes and anomaly.anomaly not in shown:
+            if ((anomaly.attributes, anomaly.environment) == (normal.attributes, normal.environment)
+                    and anomaly.anomaly not in shown):
                 break
         rows.append([normal, anomaly])
     return rows
@@ -64,10 +66,11 @@ def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> N
                 vmin=top - 80, vmax=top, interpolation="nearest",
                 extent=(0, clip.pcm.size / SAMPLE_RATE, 0, N_MELS))
             attributes = "_".join(f"{name}_{value}" for name, value in clip.attributes)
+            background = dict(clip.environment)["f-n"]
             what = "normal" if clip.anomaly is None else (
                 f"{clip.anomaly} ({clip.anomaly_intensity:.2g} "
                 f"{synthetic.ANOMALIES[machine][clip.anomaly].unit.split(' ')[0]})")
-            axes[row, col].set_title(f"{domain} {attributes}: {what}", fontsize=9)
+            axes[row, col].set_title(f"{domain} {attributes} (noise {background}): {what}", fontsize=9)
             axes[row, col].tick_params(labelsize=8)
         axes[row, 0].set_ylabel("frequency (Hz, Mel scale)", fontsize=8)
     # Label the Mel bands by the frequency at their centre, so tones can be read off in Hz.

@@ -34,6 +34,8 @@ class SyntheticClip:
       attributes: (name, value) pairs in file-name order.
       anomaly: the anomaly kind (a key of ANOMALY_LEVELS[machine]) or None for a normal clip.
       anomaly_intensity: the drawn intensity in the kind's unit, or None for a normal clip.
+      environment: (dimension, value) pairs of the clip's environment, e.g. (("f-n", "B"),),
+        named in the attributes or drawn from the shared source pool (not in the file name).
       pcm: int16 samples, shape (samples,), exactly what is written to the WAV file.
     """
 
@@ -41,6 +43,7 @@ class SyntheticClip:
     attributes: tuple[tuple[str, str], ...]
     anomaly: str | None
     anomaly_intensity: float | None
+    environment: tuple[tuple[str, str], ...]
     pcm: np.ndarray
 
 
@@ -96,7 +99,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       sample_rate: Hz.
       duration_s: clip length in seconds.
     Returns:
-      The clip: file name, attributes, anomaly kind and int16 samples of shape
+      The clip: file name, attributes, anomaly kind, environment and int16 samples of shape
       (round(duration_s * sample_rate),).
     """
     _check_clip_args(machine, section, domain, split, label, index)
@@ -114,7 +117,8 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
         intensity = float(rng.uniform(*anomalies.ANOMALY_LEVELS[machine][anomaly]))
     attrs = dict(attributes)
     sound = machines.SOUNDS[machine](ctx, section, attrs, anomaly, intensity or 0.0)
-    pcm = domain_shifts.render(ctx, machine, attrs, sound)
+    env = domain_shifts.environment(ctx, machine, attrs)
+    pcm = domain_shifts.render(ctx, machine, env, sound)
     return SyntheticClip(file_name=clip_file_name(section, domain, split, label, index, attributes),
                          attributes=attributes, anomaly=anomaly, anomaly_intensity=intensity,
-                         pcm=pcm)
+                         environment=tuple(env.items()), pcm=pcm)

@@ -225,9 +225,9 @@ def environment(ctx: p.Ctx, machine: str, attrs: Mapping[str, str]) -> dict[str,
     return chosen
 
 
-def render(ctx: p.Ctx, machine: str, attrs: Mapping[str, str], sound: np.ndarray) -> np.ndarray:
-    """Places the machine sound in its environment and returns int16 PCM samples (n,)."""
-    env = environment(ctx, machine, attrs)
+def render(ctx: p.Ctx, machine: str, env: Mapping[str, str], sound: np.ndarray) -> np.ndarray:
+    """Places the machine sound in its environment `env` (see `environment`) and returns int16 PCM
+    samples (n,)."""
     snr_db = ctx.normal(*DEFAULT_SNR_DB[machine])
     if "n-lv" in env:
         snr_db = ctx.normal(NOISE_LEVEL_SNR_DB[env["n-lv"]], 0.5)
