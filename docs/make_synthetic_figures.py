@@ -35,7 +35,8 @@ def log_mel(pcm: np.ndarray) -> np.ndarray:
 
 def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.SyntheticClip]]:
     """[[normal, anomaly] for source, target]: test clip 0000 as the normal one, and the first
-    anomalous test clip with the same attribute values (target: of another kind than source)."""
+    anomalous test clip with the same attribute values and environment (background, mixed-in
+    machine, ...), so that only the fault differs (target: of another kind than source)."""
     rows = []
     for domain in synthetic.DOMAINS:
         normal = synthetic.synthesize_clip(machine, section, domain, "test", "normal", 0,
@@ -44,7 +45,8 @@ def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.Syn
         for index in range(500):
             anomaly = synthetic.synthesize_clip(machine, section, domain, "test", "anomaly",
                                                 index, seed=seed, sample_rate=SAMPLE_RATE)
-            if anomaly.attributes == normal.attributes and anomaly.anomaly not in shown:
+            if ((anomaly.attributes, anomaly.environment) == (normal.attributes, normal.environment)
+                    and anomaly.anomaly not in shown):
                 break
         rows.append([normal, anomaly])
     return rows
@@ -54,24 +56,33 @@ def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> N
     """Saves a 2 x 2 figure: (source, target) x (normal, anomaly) test clips of one section."""
     fig, axes = plt.subplots(2, 2, figsize=(9, 4.6), sharex=True, sharey=True,
                              constrained_layout=True)
-    for row, (domain, clips) in enumerate(zip(synthetic.DOMAINS,
-                                              pick_clips(machine, section, seed))):
+    rows = pick_clips(machine, section, seed)
+    spectrograms = [[log_mel(clip.pcm) for clip in clips] for clips in rows]
+    top = max(s.max() for row in spectrograms for s in row)  # one colour scale for all panels
+    for row, (domain, clips) in enumerate(zip(synthetic.DOMAINS, rows)):
         for col, clip in enumerate(clips):
-            spectrogram = log_mel(clip.pcm)
             image = axes[row, col].imshow(
-                spectrogram, origin="lower", aspect="auto", cmap="magma",
-                vmin=spectrogram.max() - 80, vmax=spectrogram.max(), interpolation="nearest",
+                spectrograms[row][col], origin="lower", aspect="auto", cmap="magma",
+                vmin=top - 80, vmax=top, interpolation="nearest",
                 extent=(0, clip.pcm.size / SAMPLE_RATE, 0, N_MELS))
             attributes = "_".join(f"{name}_{value}" for name, value in clip.attributes)
+            background = dict(clip.environment)["f-n"]
             what = "normal" if clip.anomaly is None else (
-                f"anomaly: {clip.anomaly} ({clip.anomaly_intensity:.2g})")
-            axes[row, col].set_title(f"{domain} {attributes}: {what}", fontsize=9)
+                f"{clip.anomaly} ({clip.anomaly_intensity:.2g} "
+                f"{synthetic.ANOMALIES[machine][clip.anomaly].unit.split(' ')[0]})")
+            axes[row, col].set_title(f"{domain} {attributes} (noise {background}): {what}", fontsize=9)
             axes[row, col].tick_params(labelsize=8)
-        axes[row, 0].set_ylabel("Mel band", fontsize=8)
+        axes[row, 0].set_ylabel("frequency (Hz, Mel scale)", fontsize=8)
+    # Label the Mel bands by the frequency at their centre, so tones can be read off in Hz.
+    centres = librosa.mel_frequencies(n_mels=N_MELS + 2, fmax=SAMPLE_RATE / 2)[1:-1]
+    ticks_hz = [100, 250, 500, 1000, 2000, 4000, 7000]
+    axes[0, 0].set_yticks([float(np.interp(hz, centres, np.arange(N_MELS))) for hz in ticks_hz],
+                          [f"{hz:g}" if hz < 1000 else f"{hz // 1000}k" for hz in ticks_hz])
     for col in range(2):
         axes[1, col].set_xlabel("time (s)", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="dB")
-    fig.suptitle(f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands)", fontsize=10)
+    fig.suptitle(f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands, dB re. the "
+                 "loudest bin; anomaly intensity in its ANOMALIES unit)", fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)

@@ -1,14 +1,24 @@
-"""Measures how hard the synthetic dataset is with a linear-autoencoder proxy (for docs/synthetic.md).
+"""Data-quality report of the synthetic dataset (for docs/synthetic.md): separability and difficulty.
 
-Per machine type: PCA (the optimal linear autoencoder) fitted on 5-frame log-Mel vectors of the
-normal training clips of all three sections, as the DCASE autoencoder baseline is fitted per
-machine type; anomaly score = mean squared reconstruction error of a test clip's vectors (features
-standardized with the training statistics). Prints the AUC per section and domain (normal vs
-anomalous test clips of that domain) and per anomaly kind (its clips vs the normal clips of the
-same section and domain, averaged). Clips are synthesized in memory, nothing is written.
+Per machine type, on clips synthesized in memory (nothing is written), log-Mel as the baselines
+(128 bands, n_fft 1024, hop 512, dB):
 
-    python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 100]
-        [--num_test 25] [--components 24] [--seed 0]
+1. Separability: 5-fold cross-validated accuracy of a logistic regression on standardized
+   clip-mean log-Mel, for the section of source training clips (chance 1/3) and, per section, for
+   its attribute values (chance 1 / number of source values).
+2. Anomaly displacement per kind and domain: the distance of an anomalous test clip's clip-mean
+   log-Mel to the mean of the normal test clips of its section and domain (standardized with the
+   normal training statistics), divided by the same distance of the normal test clips: 1 means the
+   kind does not move a clip beyond the normal spread.
+3. AUCs of two proxies of the baselines, per section and domain (normal vs anomalous test clips):
+   a linear autoencoder (PCA, 24 components, on standardized 5-frame log-Mel vectors, fitted per
+   machine type on the source and target training clips, as the DCASE autoencoder baseline) scoring
+   mean squared reconstruction error, and a linear section classifier (the logistic regression of
+   1. on all training clips) scoring the negative log-probability of the clip's own section, as
+   the MobileNetV2 baseline's negative logit.
+
+    python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
+        [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0]
 """
 
 import argparse
@@ -19,7 +29,11 @@ import time
 import librosa
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from mdg.data import synthetic
 
@@ -27,70 +41,124 @@ SAMPLE_RATE = 16000
 CONTEXT = 5
 
 
-def vectors(pcm: np.ndarray) -> np.ndarray:
-    """(frames - 4, 5 * 128) stacked log-Mel frames (n_fft 1024, hop 512, dB) of int16 samples."""
+def log_mel(pcm: np.ndarray) -> np.ndarray:
+    """(frames, 128) dB log-Mel frames (n_fft 1024, hop 512) of int16 samples."""
     mel = librosa.feature.melspectrogram(y=pcm.astype(np.float32) / 32768, sr=SAMPLE_RATE,
                                          n_fft=1024, hop_length=512, n_mels=128, power=2.0)
-    frames = (10 * np.log10(mel + 1e-10)).T
+    return (10 * np.log10(mel + 1e-10)).T
+
+
+def stacked(frames: np.ndarray) -> np.ndarray:
+    """(frames - 4, 5 * 128) vectors of 5 consecutive frames."""
     count = frames.shape[0] - CONTEXT + 1
     return np.concatenate([frames[i:i + count] for i in range(CONTEXT)], axis=1)
 
 
-def evaluate(machine: str, args) -> None:
-    start = time.time()
-    train = [vectors(synthetic.synthesize_clip(machine, section, domain, "train", "normal", i,
-                                               seed=args.seed).pcm)
-             for section in range(3)
-             for domain, count in (("source", args.num_source_train), ("target", 10))
-             for i in range(count)]
-    train = np.concatenate(train)
-    mean, std = train.mean(axis=0), train.std(axis=0) + 1e-3
-    pca = PCA(n_components=args.components, random_state=0).fit((train - mean) / std)
+def clips_of(machine, args, split, label, domain, section, count):
+    """(clip, log-Mel frames) of `count` clips of one group."""
+    out = []
+    for i in range(count):
+        clip = synthetic.synthesize_clip(machine, section, domain, split, label, i,
+                                         seed=args.seed, duration_s=args.duration)
+        out.append((clip, log_mel(clip.pcm)))
+    return out
 
-    def score(pcm):
-        z = (vectors(pcm) - mean) / std
+
+def classifier():
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+
+
+def auc(normal, anomalous) -> float:
+    return roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(anomalous))],
+                         np.r_[normal, anomalous])
+
+
+def report(machine: str, args) -> None:
+    start = time.time()
+    train = {(s, d): clips_of(machine, args, "train", "normal", d, s, n) for s in range(3)
+             for d, n in (("source", args.num_source_train), ("target", args.num_target_train))}
+    test = {(s, d, lab): clips_of(machine, args, "test", lab, d, s, args.num_test)
+            for s in range(3) for d in synthetic.DOMAINS for lab in synthetic.LABELS}
+    print(f"\n### {machine}\n")
+
+    # 1. Separability of sections and attributes (source training clips).
+    source = [(s, clip, frames.mean(axis=0)) for s in range(3) for clip, frames in train[s, "source"]]
+    x = np.stack([m for _, _, m in source])
+    sections = np.array([s for s, _, _ in source])
+    accuracy = cross_val_score(classifier(), x, sections, cv=5).mean()
+    line = [f"section {accuracy:.2f} (chance 0.33)"]
+    for s in range(3):
+        keep = sections == s
+        values = np.array(["_".join(v for _, v in clip.attributes) for t, clip, _ in source if t == s])
+        if len(set(values)) > 1 and min(collections.Counter(values).values()) >= 5:
+            acc = cross_val_score(classifier(), x[keep], values, cv=5).mean()
+            line.append(f"attributes of {s:02d} {acc:.2f} (chance {1 / len(set(values)):.2f})")
+    print("Separability (5-fold CV accuracy, logistic regression on clip-mean log-Mel): "
+          + "; ".join(line) + "\n")
+
+    # 2. Displacement of anomalies re. the normal spread, per kind and domain.
+    train_means = np.stack([f.mean(axis=0) for group in train.values() for _, f in group])
+    scale = train_means.std(axis=0) + 1e-3
+    moved = collections.defaultdict(list)
+    for s in range(3):
+        for d in synthetic.DOMAINS:
+            normal = np.stack([f.mean(axis=0) for _, f in test[s, d, "normal"]]) / scale
+            centre = normal.mean(axis=0)
+            spread = np.linalg.norm(normal - centre, axis=1).mean()
+            for clip, frames in test[s, d, "anomaly"]:
+                distance = np.linalg.norm(frames.mean(axis=0) / scale - centre)
+                moved[clip.anomaly, d].append(distance / spread)
+    kinds = synthetic.ANOMALY_KINDS[machine]
+    print("| displacement / normal spread | " + " | ".join(kinds) + " |")
+    print("|---" * (len(kinds) + 1) + "|")
+    for d in synthetic.DOMAINS:
+        print(f"| {d} | " + " | ".join(f"{np.mean(moved[k, d]):.2f}" if moved[k, d] else "-"
+                                      for k in kinds) + " |")
+
+    # 3. Proxy AUCs: linear autoencoder and linear section classifier.
+    vectors = np.concatenate([stacked(f) for group in train.values() for _, f in group])
+    mean, std = vectors.mean(axis=0), vectors.std(axis=0) + 1e-3
+    pca = PCA(n_components=24, random_state=0).fit((vectors - mean) / std)
+    all_train = [(s, f.mean(axis=0)) for (s, _), group in train.items() for _, f in group]
+    section_model = classifier().fit(np.stack([m for _, m in all_train]),
+                                     np.array([s for s, _ in all_train]))
+
+    def ae_score(frames):
+        z = (stacked(frames) - mean) / std
         return float(np.mean((z - pca.inverse_transform(pca.transform(z))) ** 2))
 
-    cells, kinds = [], collections.defaultdict(list)
-    for section in range(3):
-        for domain in synthetic.DOMAINS:
-            normal = np.array([score(synthetic.synthesize_clip(
-                machine, section, domain, "test", "normal", i, seed=args.seed).pcm)
-                for i in range(args.num_test)])
-            anomalous = collections.defaultdict(list)
-            for i in range(args.num_test):
-                clip = synthetic.synthesize_clip(machine, section, domain, "test", "anomaly", i,
-                                                 seed=args.seed)
-                anomalous[clip.anomaly].append(score(clip.pcm))
-            everything = np.concatenate([np.array(v) for v in anomalous.values()])
-            labels = np.r_[np.zeros(normal.size), np.ones(everything.size)]
-            cells.append(roc_auc_score(labels, np.r_[normal, everything]))
-            for kind, scores in anomalous.items():
-                kinds[kind].append(roc_auc_score(np.r_[np.zeros(normal.size), np.ones(len(scores))],
-                                                 np.r_[normal, scores]))
-    source, target = np.mean(cells[0::2]), np.mean(cells[1::2])
-    print(f"| {machine} | " + " | ".join(f"{auc:.2f}" for auc in cells)
-          + f" | {source:.2f} | {target:.2f} | "
-          + ", ".join(f"{kind} {np.mean(v):.2f}" for kind, v in sorted(kinds.items())) + " |",
-          flush=True)
+    def classifier_score(frames, section):
+        return float(-section_model.predict_log_proba(frames.mean(axis=0)[None])[0, section])
+
+    print("\n| proxy AUC | " + " | ".join(f"{s:02d} {d[:3]}" for s in range(3)
+                                          for d in synthetic.DOMAINS) + " | mean src | mean tgt |")
+    print("|---" * 9 + "|")
+    for name, score in (("linear AE", lambda f, s: ae_score(f)), ("linear classifier", classifier_score)):
+        cells = [auc([score(f, s) for _, f in test[s, d, "normal"]],
+                     [score(f, s) for _, f in test[s, d, "anomaly"]])
+                 for s in range(3) for d in synthetic.DOMAINS]
+        print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells)
+              + f" | {np.mean(cells[0::2]):.2f} | {np.mean(cells[1::2]):.2f} |", flush=True)
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", default=",".join(synthetic.MIMII_DG_MACHINE_TYPES))
-    parser.add_argument("--num_source_train", type=int, default=100,
-                        help="source training clips per section (plus all 10 target ones)")
-    parser.add_argument("--num_test", type=int, default=25,
+    parser.add_argument("--num_source_train", type=int, default=60,
+                        help="source training clips per section")
+    parser.add_argument("--num_target_train", type=int, default=10,
+                        help="target training clips per section")
+    parser.add_argument("--num_test", type=int, default=20,
                         help="test clips per (section, domain, label)")
-    parser.add_argument("--components", type=int, default=24)
+    parser.add_argument("--duration", type=float, default=10.0, help="clip length (s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print("| machine | 00 src | 00 tgt | 01 src | 01 tgt | 02 src | 02 tgt | mean src | mean tgt "
-          "| AUC per anomaly kind |")
-    print("|---" * 10 + "|")
+    print(f"Synthetic data report: generator version {synthetic.GENERATOR_VERSION}, seed "
+          f"{args.seed}, {args.num_source_train} + {args.num_target_train} training and "
+          f"{args.num_test} test clips per (section, domain, label), {args.duration:g} s clips.")
     for machine in args.machines.split(","):
-        evaluate(machine, args)
+        report(machine, args)
 
 
 if __name__ == "__main__":

@@ -267,3 +267,43 @@ assert "tensorflow" not in sys.modules, [m for m in sys.modules if m.startswith(
     result = subprocess.run([sys.executable, "-c", script], cwd=project_root, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Golden log-Mel statistics (dB) of `_golden_input` with the default settings: mean, std and the
+# means of 8 groups of 16 bands. Shards are keyed by FEATURES_VERSION, not by the feature code's
+# source: a change of what log_mel computes must come with a version bump.
+GOLDEN_FEATURES_VERSION = 1
+GOLDEN_LOG_MEL_STATS = [-6.4446, 5.1202, -7.1779, -2.0211, -7.4756, -7.6328, -6.8289, -7.1374,
+                        -6.7343, -6.5489]
+
+
+def _golden_input() -> np.ndarray:
+    """0.5 s at 16 kHz: white noise (std 0.1, seed 0) plus a 440 Hz sine of amplitude 0.3."""
+    t = np.arange(8000) / 16000
+    return (0.1 * np.random.default_rng(0).standard_normal(8000)
+            + 0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_log_mel_matches_the_golden_of_this_features_version():
+    mel = np.asarray(features.log_mel(_golden_input()[None]))[0].astype(np.float64)
+    stats = [mel.mean(), mel.std()] + list(mel.reshape(mel.shape[0], 8, 16).mean(axis=(0, 2)))
+    changed = tfds_builder.FEATURES_VERSION != GOLDEN_FEATURES_VERSION or not np.allclose(
+        stats, GOLDEN_LOG_MEL_STATS, rtol=0, atol=2e-3)
+    assert not changed, (
+        f"the log-Mel features changed (stats {np.round(stats, 4).tolist()}): bump FEATURES_VERSION "
+        "in mdg/data/tfds_builder.py and update GOLDEN_FEATURES_VERSION / GOLDEN_LOG_MEL_STATS in "
+        "tests/test_tfds_builder.py")
+
+
+def test_build_hash_follows_features_version_not_source(tmp_path, monkeypatch):
+    """The manifest (hence the build's folder) holds FEATURES_VERSION and no digest of source files,
+    so a comment edit reuses the shards and a version bump builds new ones."""
+    root = write_tree(tmp_path / "wavs")
+    clips = {split: sorted(layout.scan_split(root, "fan", split), key=lambda c: c.file_name)
+             for split in tfds_builder.SPLITS}
+    settings = tfds_builder.feature_settings(FEATURES)
+    before = tfds_builder.manifest(root, "fan", clips, settings, "raise")
+    assert before["features_version"] == tfds_builder.FEATURES_VERSION and "code" not in before
+    monkeypatch.setattr(tfds_builder, "FEATURES_VERSION", tfds_builder.FEATURES_VERSION + 1)
+    after = tfds_builder.manifest(root, "fan", clips, settings, "raise")
+    assert tfds_builder.config_name("fan", after) != tfds_builder.config_name("fan", before)

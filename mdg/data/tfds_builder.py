@@ -18,7 +18,8 @@ TensorFlow. Each record holds::
 Versioning and reuse. The TFDS config name is ``<machine>_<hash>``, where the hash covers a
 manifest of everything the records depend on: the resolved data root, every clip's metadata,
 size and modification time, the complete log-Mel settings, ``on_error``, the record format
-(:attr:`MdgLogMel.VERSION`) and the source of ``audio.py`` and ``features.py``. The same inputs
+(:attr:`MdgLogMel.VERSION`) and :data:`FEATURES_VERSION`, the version of what ``audio.py`` and
+``features.py`` compute. The same inputs
 therefore find the same folder and reuse it; any change builds a new folder beside the old one.
 Old builds are kept (switching feature settings back and forth in ablations costs nothing); the
 log names the other builds of the machine type so they can be deleted by hand.
@@ -94,9 +95,10 @@ def feature_settings(feature_kwargs: dict[str, Any] | None = None) -> dict[str, 
     return {**defaults, **feature_kwargs}
 
 
-def _source_digest(module) -> str:
-    """sha256 of a module's source file, so edits to the feature code invalidate old builds."""
-    return hashlib.sha256(pathlib.Path(module.__file__).read_bytes()).hexdigest()
+# Version of the records' content as computed from the WAVs (audio.read_wav, features.log_mel):
+# part of every build's hash. Bump it when what they compute changes (not for comments or
+# refactors); tests/test_tfds_builder.py holds golden log-Mel values that fail until it is bumped.
+FEATURES_VERSION = 1
 
 
 def manifest(root: str | os.PathLike, machine: str, clips_by_split: dict[str, Sequence[layout.Clip]],
@@ -109,7 +111,7 @@ def manifest(root: str | os.PathLike, machine: str, clips_by_split: dict[str, Se
 
     return {
         "record_format": str(MdgLogMel.VERSION),
-        "code": {"audio": _source_digest(audio), "features": _source_digest(features)},
+        "features_version": FEATURES_VERSION,
         "root": str(pathlib.Path(root).resolve()),
         "machine": machine,
         "features": settings,
