@@ -8,7 +8,7 @@ Runs every (variant, seed) of the sweep config as its own ``python -m mdg.main``
 - ``--parallel N`` runs N at once on this machine (the data is prepared once, before).
 - ``--print_commands`` writes ``DIR/commands.txt``, one run per line, and stops: hand the lines to
   a SLURM array or TPU launcher (``launch/sweep_array.sbatch``), then run the sweep again with
-  ``--collect`` to write the comparison.
+  ``--collect`` to write the comparison (of the finished runs; the ``seeds`` column counts them).
 - TensorBoard: every run writes ``<run>/tensorboard``, so ``tensorboard --logdir DIR`` compares them.
 """
 
@@ -54,9 +54,10 @@ class Run:
 
 
 def sweep_runs(config) -> list[Run]:
-    """Every (variant, seed) of the sweep config, variants in config order."""
+    """Every (variant, seed) of the sweep config, seed by seed (so a sweep stopped early has every
+    variant at the same number of seeds), variants in config order."""
     return [Run(name, int(seed), tuple(shlex.split(arguments)))
-            for name, arguments in config.variants.items() for seed in config.seeds]
+            for seed in config.seeds for name, arguments in config.variants.items()]
 
 
 def is_finished(sweep_dir: pathlib.Path, run: Run) -> bool:
@@ -124,11 +125,11 @@ def main(argv) -> int:
             return 1
     unfinished = [r.directory for r in sweep_runs(config) if not is_finished(sweep_dir, r)]
     if unfinished:
-        print(f"not finished: {unfinished}")
-        return 1
+        print(f"not finished, left out of the comparison: {', '.join(unfinished)}")
     run_dirs = {}
     for run in sweep_runs(config):
-        run_dirs.setdefault(run.variant, []).append(run.directory)
+        if is_finished(sweep_dir, run):
+            run_dirs.setdefault(run.variant, []).append(run.directory)
     print(compare.write_comparison(sweep_dir, run_dirs, config.baseline, config.bootstrap))
     print(f"comparison: {sweep_dir / 'comparison.md'} ({time.perf_counter() - start:.0f} s)")
     return 0
