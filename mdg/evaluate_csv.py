@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from mdg import evaluate
+from mdg import errors, evaluate
 from mdg.data import layout
 
 TEST_SPLIT = "test"
 _SHOWN_NAMES = 3
 
 
-class SubmissionError(ValueError):
+class SubmissionError(errors.UserError):
     """A submission CSV is missing, malformed, or does not match the test clips."""
 
 
@@ -150,7 +150,7 @@ def evaluate_folder(results_dir: str | pathlib.Path, data_root: str | pathlib.Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 bad input)."""
+    """CLI entry point; returns the exit status (0 ok, 2 bad input, as ``mdg.main``)."""
     parser = argparse.ArgumentParser(prog="python -m mdg.evaluate_csv",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="folder with the submission CSVs")
@@ -164,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = evaluate_folder(args.results, args.data_root, args.ground_truth, args.out,
                                   args.max_fpr)
-    except (SubmissionError, layout.LayoutError) as error:
+    except errors.UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(evaluate.markdown_report({summary["method"]: summary}), end="")
     return 0
 

@@ -3,29 +3,65 @@
 Kept short on purpose: it parses flags, starts multi-host JAX if needed and calls the library.
 Modes: ``prepare`` (data + shards), ``train`` (prepare + train), ``evaluate`` (score with the
 newest checkpoints and write results), ``all`` (the default: everything).
+
+Exit status: 0 done; 2 a problem in the user's data, paths, config or flags (the message alone is
+printed; ``--traceback`` adds the traceback); 128 + signal number when stopped by SIGTERM or
+SIGINT (:mod:`mdg.preemption`; rerun the same command to resume); 1 a bug (with traceback).
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mdg import sharding, train
+from mdg import errors, preemption, sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/ae.py[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "", "Output folder; default workdirs/<config name>.")
 _MODE = flags.DEFINE_enum("mode", "all", ["all", "prepare", "train", "evaluate"], "What to run.")
+_RESTART = flags.DEFINE_bool("restart", False, "Start over in a workdir that holds a run with another "
+                             "config: its files are moved to workdir/replaced/<time>/.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the traceback of errors in data, paths or config.")
+
+USER_ERROR_STATUS = 2
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USER_ERROR_STATUS)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a bad flag or config override (unknown key, wrong type, missing
+    config file) reported as a one-line error and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
+        if "--traceback" in argv:
+            raise
+        _fail(f"bad command line: {error} (see --helpfull)".replace("\n", " "))
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sharding.initialize_distributed()
+    preemption.install()
     config = _CONFIG.value
     workdir = _WORKDIR.value or train.default_workdir(config)
     logging.info("workdir %s, mode %s", workdir, _MODE.value)
-    train.train_and_evaluate(config, workdir, mode=_MODE.value)
+    try:
+        train.train_and_evaluate(config, workdir, mode=_MODE.value, restart=_RESTART.value)
+    except errors.UserError as error:
+        if _TRACEBACK.value:
+            raise
+        _fail(str(error))
+    except preemption.Preempted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(stop.exit_status)
 
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

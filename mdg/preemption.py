@@ -71,6 +71,7 @@ class StepBoundary:
 
     def __init__(self):
         self.signum: int | None = None
+        self._delivered = False
         self._previous = {}
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
@@ -88,10 +89,16 @@ class StepBoundary:
 
     def preempted(self, step: int, unit_name: str) -> Preempted:
         """The exception to raise once the checkpoint of ``step`` is on disk."""
+        self._delivered = True
         return Preempted(self.signum, f"stopped by {signal_name(self.signum)} at step {step} of unit "
                                       f"{unit_name}; checkpoint saved; rerun the same command to resume")
 
     def close(self) -> None:
+        """Restores the previous handlers; a signal that came after the last step boundary is re-raised
+        to them (the loop ended before it could act on it)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        if self.signum is not None and not self._delivered:
+            self._delivered = True
+            signal.raise_signal(self.signum)

@@ -28,7 +28,7 @@ from absl import logging
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from mdg import checkpoint, evaluate, models, scoring, sharding
+from mdg import checkpoint, evaluate, models, preemption, scoring, sharding, workdir_guard
 from mdg.data import layout, pipeline, prepare, targets, tfds_builder
 
 Batch = dict[str, jax.Array]
@@ -299,6 +299,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
                     disable=jax.process_index() != 0 or step >= total_steps)
     # A run stopped by an error (e.g. a NaN loss) first lets pending asynchronous saves of good
     # states finish, so its newest checkpoint survives.
+    boundary = preemption.StepBoundary()  # PREEMPTION hook 1/3: SIGTERM/SIGINT wait for the step boundary
     try:
         while step < total_steps:
             state, monitor = train_step(state, monitor, sharding.shard_batch(next(batches), mesh))
@@ -324,10 +325,15 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
             if step % config.ckpt.save_every_steps == 0 or step == total_steps:
                 check_finite(monitor, unit.name)
                 ckpt.save(step, state, batches.get_state(), force=step == total_steps)
+            if boundary.requested:  # PREEMPTION hook 2/3: save state + data position, then stop
+                check_finite(monitor, unit.name)
+                ckpt.save_now(step, state, batches.get_state())
+                raise boundary.preempted(step, unit.name)
     finally:
         bar.close()
         ckpt.wait()
         ckpt.close()
+        boundary.close()  # PREEMPTION hook 3/3: previous handlers back (a late signal is re-raised)
     return eval_graphdef, state
 
 
@@ -468,11 +474,6 @@ def clip_table(tests: list[dict[str, np.ndarray]], scores: list[np.ndarray]) -> 
         domain=domain_names[column("domain") + 1], label=column("label"), score=np.concatenate(scores))
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    if jax.process_index() == 0:
-        evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
-
-
 def load_splits(config, machine: str, builder) -> tuple[dict, dict]:
     """(train, test) per-clip arrays of one machine type; eval-set ground truth applied if given."""
     train_split = tfds_builder.load_split(builder, "train")
@@ -491,7 +492,8 @@ def iterate_units(config, builders: dict):
         yield from make_units(config, {machine: load_splits(config, machine, builder)})
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all",
+                       restart: bool = False) -> str | None:  # WORKDIR hook 1/2: restart
     """Prepares the data, trains one model per unit, scores the test clips and writes ``results/``.
 
     mode: "prepare" (shards only), "train" (no scoring), "evaluate" (score with the finished
@@ -500,7 +502,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     """
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_config(config, workdir)
+    workdir_guard.claim(config, workdir, restart)  # WORKDIR hook 2/2: refuse another config's run
     builders = prepare.prepare(config)
     if mode == "prepare":
         return None
