@@ -10,7 +10,7 @@ ground-truth folder with ``--ground_truth``. Every figure is recomputed (the dec
 from the decision CSVs as submitted) and ``result.csv``, ``summary.json`` and ``report.md`` are
 written to ``--out`` (default: the results folder); the table is printed.
 
-Rows must match the test clips exactly: a missing or extra row, a duplicate file name, an
+UTF-8 with or without a BOM, line ends LF or CRLF. Rows must match the test clips exactly: a missing or extra row, a duplicate file name, an
 unparsable or non-finite number, or a decision other than 0/1 stops with an error naming the
 CSV file and line.
 """
@@ -46,7 +46,7 @@ def read_value_csv(path: str | pathlib.Path, decision: bool = False) -> dict[str
     if not path.is_file():
         raise SubmissionError(f"{path}: submission file not found")
     rows: dict[str, tuple[float, int]] = {}
-    with open(path, newline="", encoding="utf-8") as file:
+    with open(path, newline="", encoding="utf-8-sig") as file:  # a BOM (Excel) is skipped
         reader = csv.reader(file)
         try:
             for row in reader:

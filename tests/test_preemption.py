@@ -1,4 +1,5 @@
-"""SIGTERM / Ctrl-C (SIGINT) during prepare, training and scoring of the real main command.
+"""SIGTERM / Ctrl-C (SIGINT) during prepare, training and scoring of the real main command, and
+two runs preparing one cache at once.
 
 Each stopped run exits with 128 + signal number and a message saying what to do; the same
 command then finishes, and what it writes is bit-identical to an uninterrupted run's.
@@ -35,14 +36,14 @@ class Run:
     def __init__(self, cache, *args):
         env = dict(os.environ, MDG_CACHE=str(cache), JAX_PLATFORMS="cpu")
         self.proc = subprocess.Popen([sys.executable, "-m", "mdg.main", *args], cwd=ROOT, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.stderr = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def _read(self):
-        for chunk in iter(lambda: self.proc.stderr.read(256), ""):
-            self.stderr += chunk
+    def _read(self):  # os.read returns whatever is there, so progress lines are seen at once
+        for chunk in iter(lambda: os.read(self.proc.stderr.fileno(), 65536), b""):
+            self.stderr += chunk.decode(errors="replace")
 
     def signal_when(self, ready, signum, timeout=300):
         """Sends ``signum`` as soon as ``ready()`` holds; fails if the run ends first."""
@@ -174,3 +175,16 @@ def test_signal_during_prepare_leaves_nothing_half_written(prepared, tmp_path, p
     shards = [{pathlib.Path(k).name: v for k, v in digests(cache / "tfds", "*array_record*").items()}
               for cache in (victim, prepared)]
     assert shards[0] == shards[1] and shards[0]
+
+
+def test_two_processes_preparing_one_cache_both_finish_with_correct_data(prepared, tmp_path):
+    """Both generate the WAVs privately and publish atomically; one builds the shards, the other waits."""
+    shared = tmp_path / "shared"
+    runs = [Run(shared, *PREPARE_FLAGS, "--workdir", str(tmp_path / f"w{i}")) for i in range(2)]
+    for run in runs:
+        assert run.wait() == 0, run.stderr[-3000:]
+    assert digests(shared / "synthetic", "*.wav") == digests(prepared / "synthetic", "*.wav")
+    shards = [{pathlib.Path(k).name: v for k, v in digests(cache / "tfds", "*array_record*").items()}
+              for cache in (shared, prepared)]
+    assert shards[0] == shards[1] and shards[0]
+    assert len(list(shared.glob("tfds/mdg_log_mel/fan_*/*/dataset_info.json"))) == 1
