@@ -4,11 +4,12 @@ Kept short on purpose: it parses flags, starts multi-host JAX if needed and call
 Modes: ``prepare`` (data + shards), ``train`` (prepare + train), ``evaluate`` (score with the
 newest checkpoints and write results), ``all`` (the default: everything).
 
-Exit status: 0 done; 2 a problem in the user's data, paths, config or flags (the message alone is
-printed; ``--traceback`` adds the traceback); 128 + signal number when stopped by SIGTERM or
+Exit status: 0 done; 2 a problem in the user's data, paths, config or flags, or a full disk (the
+message alone is printed; ``--traceback`` adds the traceback); 128 + signal number when stopped by SIGTERM or
 SIGINT (:mod:`mdg.preemption`; rerun the same command to resume); 1 a bug (with traceback).
 """
 
+import errno
 import sys
 
 from absl import app, flags, logging
@@ -25,6 +26,7 @@ _RESTART = flags.DEFINE_bool("restart", False, "Start over in a workdir that hol
 _TRACEBACK = flags.DEFINE_bool("traceback", False, "Show the traceback of errors in data, paths or config.")
 
 USER_ERROR_STATUS = 2
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _fail(message: str) -> None:
@@ -34,13 +36,23 @@ def _fail(message: str) -> None:
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a bad flag or config override (unknown key, wrong type, missing
-    config file) reported as a one-line error and exit status 2."""
+    or failing config file) reported as a one-line error and exit status 2."""
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
+        _ = _CONFIG.value.model  # a config file that could not be read raises only when used
+        return remaining
     except (flags.Error, AttributeError, KeyError, ValueError, TypeError, OSError) as error:
         if "--traceback" in argv:
             raise
-        _fail(f"bad command line: {error} (see --helpfull)".replace("\n", " "))
+        _fail(f"bad command line: {_without_traceback(str(error))} (see --helpfull)")
+
+
+def _without_traceback(message: str) -> str:
+    """ml_collections puts the config file's traceback into its message: keep the error line only."""
+    head, marker, trace = message.partition("Traceback (most recent call last):")
+    if marker:
+        message = head.strip() + " " + trace.strip().splitlines()[-1]
+    return " ".join(message.split())
 
 
 def main(argv):
@@ -57,6 +69,10 @@ def main(argv):
         if _TRACEBACK.value:
             raise
         _fail(str(error))
+    except OSError as error:
+        if error.errno not in DISK_FULL or _TRACEBACK.value:
+            raise
+        _fail(f"{error}; nothing half-written is kept: free some space and rerun the same command")
     except preemption.Preempted as stop:
         print(stop, file=sys.stderr)
         sys.exit(stop.exit_status)
