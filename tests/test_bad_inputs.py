@@ -194,3 +194,10 @@ def test_submission_csvs_with_bom_and_crlf_are_accepted(dev_set, tmp_path):  # n
     for path in tmp_path.glob("*.csv"):
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
     np.testing.assert_array_equal(evaluate_csv.read_submission(tmp_path, clips)[0].score, expected)
+
+
+def test_hidden_folders_are_not_machine_types(tmp_path):
+    """E.g. a concurrent run's half-generated synthetic machine type."""
+    clip_tree(tmp_path)
+    (tmp_path / ".fan.partial-host-123-abc" / "train").mkdir(parents=True)
+    assert layout.list_machine_types(tmp_path) == ["fan"]

@@ -265,6 +265,9 @@ def scan_split(root: str | os.PathLike, machine: str, split: str,
 def list_machine_types(root: str | os.PathLike) -> list[str]:
     """Returns the sorted names of the subfolders of `root` that hold `train/` or `test/`.
 
+    Hidden folders are skipped: they are not machine types but, e.g., another process's
+    half-written synthetic data (`.fan.partial-*`).
+
     Raises:
       LayoutError: `root` is missing or holds no such subfolder.
     """
@@ -273,7 +276,7 @@ def list_machine_types(root: str | os.PathLike) -> list[str]:
         raise LayoutError(f"{root}: dataset root folder missing")
     machines = sorted(
         name for name in os.listdir(root)
-        if any(os.path.isdir(os.path.join(root, name, split)) for split in SPLITS))
+        if not name.startswith(".") and any(os.path.isdir(os.path.join(root, name, split)) for split in SPLITS))
     if not machines:
         raise LayoutError(f"{root}: no machine-type folders (expected <root>/<machine>/train/ or "
                           f"<root>/<machine>/test/ holding the WAV files); found {_describe_folder(root)}")
