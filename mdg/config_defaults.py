@@ -10,6 +10,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from mdg import errors
+
 
 def base_config() -> ml_collections.ConfigDict:
     """Defaults common to all models; the model's config file fills ``model``/``input``/``train``."""
@@ -87,7 +89,7 @@ def split_variant(variant: str, sizes: tuple[str, ...], options: tuple[str, ...]
     size = [t for t in tokens if t in sizes]
     unknown = [t for t in tokens if t not in sizes and t not in options]
     if unknown or len(size) > 1:
-        raise ValueError(f"unknown variant {variant!r} of {file}: use at most one size of {sizes} and any of "
+        raise errors.UserError(f"unknown variant {variant!r} of {file}: use at most one size of {sizes} and any of "
                          f"{options}, comma-separated (e.g. {sizes[-1]},{options[0] if options else ''})")
     return (size[0] if size else "default"), [t for t in tokens if t in options]
 

@@ -10,7 +10,7 @@ ground-truth folder with ``--ground_truth``. Every figure is recomputed (the dec
 from the decision CSVs as submitted) and ``result.csv``, ``summary.json`` and ``report.md`` are
 written to ``--out`` (default: the results folder); the table is printed.
 
-Rows must match the test clips exactly: a missing or extra row, a duplicate file name, an
+UTF-8 with or without a BOM, line ends LF or CRLF. Rows must match the test clips exactly: a missing or extra row, a duplicate file name, an
 unparsable or non-finite number, or a decision other than 0/1 stops with an error naming the
 CSV file and line.
 """
@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from mdg import evaluate
+from mdg import errors, evaluate
 from mdg.data import layout
 
 TEST_SPLIT = "test"
 _SHOWN_NAMES = 3
 
 
-class SubmissionError(ValueError):
+class SubmissionError(errors.UserError):
     """A submission CSV is missing, malformed, or does not match the test clips."""
 
 
@@ -46,7 +46,7 @@ def read_value_csv(path: str | pathlib.Path, decision: bool = False) -> dict[str
     if not path.is_file():
         raise SubmissionError(f"{path}: submission file not found")
     rows: dict[str, tuple[float, int]] = {}
-    with open(path, newline="", encoding="utf-8") as file:
+    with open(path, newline="", encoding="utf-8-sig") as file:  # a BOM (Excel) is skipped
         reader = csv.reader(file)
         try:
             for row in reader:
@@ -150,7 +150,7 @@ def evaluate_folder(results_dir: str | pathlib.Path, data_root: str | pathlib.Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 bad input)."""
+    """CLI entry point; returns the exit status (0 ok, 2 bad input, as ``mdg.main``)."""
     parser = argparse.ArgumentParser(prog="python -m mdg.evaluate_csv",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="folder with the submission CSVs")
@@ -164,9 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = evaluate_folder(args.results, args.data_root, args.ground_truth, args.out,
                                   args.max_fpr)
-    except (SubmissionError, layout.LayoutError) as error:
+    except errors.UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(evaluate.markdown_report({summary["method"]: summary}), end="")
     return 0
 

@@ -32,7 +32,7 @@ import dataclasses
 import jax
 import ml_collections
 
-from mdg import losses, models
+from mdg import errors, losses, models
 
 LOSSES = ("mse", "softmax", "arcface", "adacos", "subcluster_adacos")
 ADAPTIVE_SCALE = ("adacos", "subcluster_adacos")
@@ -105,16 +105,16 @@ def from_config(config: ml_collections.ConfigDict) -> Objective:
     """
     name = config.train.loss
     if name not in LOSSES:
-        raise ValueError(f"train.loss {name!r} is not a known loss; known losses: {', '.join(LOSSES)}")
+        raise errors.UserError(f"train.loss {name!r} is not a known loss; known losses: {', '.join(LOSSES)}")
     objective = Objective(name=name, margin=float(config.train.margin),
                           scale=float(config.train.loss_scale),
                           num_subclusters=int(config.train.num_subclusters))
     kind = models.model_class(config.model.name).KIND
     if objective.kind != kind:
         fitting = [n for n in LOSSES if Objective(n).kind == kind]
-        raise ValueError(f"train.loss={name!r} trains a {objective.kind} model, but model "
+        raise errors.UserError(f"train.loss={name!r} trains a {objective.kind} model, but model "
                          f"{config.model.name!r} is a {kind} model; use one of {fitting}")
     if name != "subcluster_adacos" and objective.num_subclusters != 1:
-        raise ValueError(f"train.num_subclusters={objective.num_subclusters} needs "
+        raise errors.UserError(f"train.num_subclusters={objective.num_subclusters} needs "
                          f"train.loss='subcluster_adacos' (got {name!r})")
     return objective

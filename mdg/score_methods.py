@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from mdg import clip_outputs, models, scoring
+from mdg import clip_outputs, errors, models, scoring
 
 
 @dataclasses.dataclass
@@ -131,10 +131,10 @@ def from_config(config: ml_collections.ConfigDict) -> list[str]:
     if unknown or unfit or not names:
         problem = (f"unknown method(s) {unknown}" if unknown else
                    f"{unfit} need(s) another kind of model" if unfit else "no method given")
-        raise ValueError(f"eval.scores={config.eval.scores!r}: {problem}; {config.model.name} ({kind}) "
+        raise errors.UserError(f"eval.scores={config.eval.scores!r}: {problem}; {config.model.name} ({kind}) "
                          f"supports {', '.join(fitting)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"eval.scores={config.eval.scores!r} names a method twice")
+        raise errors.UserError(f"eval.scores={config.eval.scores!r} names a method twice")
     return names
 
 

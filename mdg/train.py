@@ -30,8 +30,8 @@ import tqdm
 from absl import logging
 from flax import nnx
 
-from mdg import (checkpoint, clip_outputs, console, evaluate, losses, models, objectives, report, score_methods,
-                 sharding)
+from mdg import (checkpoint, clip_outputs, console, errors, evaluate, losses, models, objectives, preemption, report,
+                 score_methods, sharding, workdir_guard)
 from mdg.data import pipeline, prepare
 from mdg.units import Unit, iterate_units
 
@@ -234,7 +234,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
         logging.info("%s: resuming at step %d of %d", unit.name, int(state["step"]), total_steps)
     step = int(state["step"])
     if not allow_training and step < total_steps:
-        raise FileNotFoundError(
+        raise errors.UserError(
             f"{unit.name}: no finished checkpoint in {workdir / 'checkpoints' / unit.name} (newest step "
             f"{ckpt.latest_step()}, training needs {total_steps}); run --mode train or all first")
 
@@ -253,6 +253,8 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     bar = tqdm.tqdm(total=total_steps, initial=step, desc=f"train {unit.name}", unit="step",
                     disable=jax.process_index() != 0 or step >= total_steps)
     stream = prefetch_to_devices(batches, mesh) if step < total_steps else iter(())
+    # SIGTERM / Ctrl-C wait for the step boundary: checkpoint (state + data position), then stop.
+    boundary = preemption.StepBoundary()
     # A run stopped by an error (e.g. a NaN loss) first lets pending asynchronous saves of good
     # states finish, so its newest checkpoint survives.
     try:
@@ -284,10 +286,15 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
                 ckpt.save(step, state, data_state, force=step == total_steps)
             if step == total_steps:
                 break
+            if boundary.requested:
+                check_finite(monitor, unit.name)
+                ckpt.save_now(step, state, data_state)
+                raise boundary.preempted(step, unit.name)
     finally:
         bar.close()
         ckpt.wait()
         ckpt.close()
+        boundary.close()   # the previous handlers back (a signal that arrived late is re-raised)
     return eval_graphdef, state
 
 
@@ -299,26 +306,23 @@ def default_workdir(config: ml_collections.ConfigDict) -> str:
     return os.path.join("workdirs", config.model.name)
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    if jax.process_index() == 0:
-        evaluate.write_atomic(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
-
-
 CLIP_FIELDS = ("file_name", "machine", "section", "domain", "label", "attribute_names", "attribute_values")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all") -> str | None:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: str = "all",
+                       restart: bool = False) -> str | None:
     """Prepares the data, trains one model per unit, scores the test clips and writes ``results/``.
 
     mode: "prepare" (shards only), "train" (no scoring), "evaluate" (score with the finished
-    checkpoints; an unfinished unit is an error), "all". Returns the report (markdown) when it
-    scores.
+    checkpoints; an unfinished unit is an error), "all". A workdir holding a run of another
+    config is refused unless ``restart`` (which moves the old run aside). Returns the report
+    (markdown) when it scores.
     """
     objective = objectives.from_config(config)      # configuration errors before any work
     methods = score_methods.from_config(config)
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    write_config(config, workdir)
+    workdir_guard.claim(config, workdir, restart)
     builders = prepare.prepare(config)
     console.stage("prepare: log-Mel shards of %s", ", ".join(builders))
     if mode == "prepare":

@@ -315,7 +315,7 @@ def test_cli(dev_set, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| fan | 00 |" in printed and (tmp_path / "out" / "result.csv").is_file()
     (tmp_path / "mse" / "anomaly_score_valve_section_00_test.csv").write_text("garbage\n")
-    assert evaluate_csv.main(["--results", str(tmp_path / "mse"), "--data_root", str(root)]) == 1
+    assert evaluate_csv.main(["--results", str(tmp_path / "mse"), "--data_root", str(root)]) == 2
     assert "anomaly_score_valve_section_00_test.csv:1: expected" in capsys.readouterr().err
 
 

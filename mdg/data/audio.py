@@ -19,12 +19,13 @@ from absl import logging
 import numpy as np
 import soundfile
 
+from mdg import errors
 from mdg.data.layout import Clip
 
 _FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 
 
-class AudioError(ValueError):
+class AudioError(errors.UserError):
     """A WAV file is missing, unreadable or not as expected; the message names the file."""
 
 

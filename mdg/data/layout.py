@@ -72,6 +72,8 @@ from typing import Iterable, Mapping, Sequence
 
 from absl import logging
 
+from mdg import errors
+
 MIMII_DG_MACHINE_TYPES = ("fan", "gearbox", "bearing", "slider", "valve")
 SPLITS = ("train", "test")
 DOMAINS = ("source", "target", "unknown")
@@ -92,7 +94,7 @@ _MAX_LISTED = 10
 Attributes = tuple[tuple[str, str], ...]
 
 
-class LayoutError(ValueError):
+class LayoutError(errors.UserError):
     """A dataset file or folder does not follow the expected layout; the message names it."""
 
 
@@ -224,7 +226,9 @@ def scan_split(root: str | os.PathLike, machine: str, split: str,
                on_error: str = "raise") -> list[Clip]:
     """Lists the clips in `<root>/<machine>/<split>/`, sorted by file name.
 
-    Only `.wav` files count; other files and hidden files (e.g. macOS `._*.wav` forks) are ignored.
+    Only `.wav` names count; other files and hidden files (e.g. macOS `._*.wav` forks) are ignored.
+    Symlinks to WAV files are followed; a `.wav` entry that is not a readable file (a folder, a
+    broken symlink) is a bad clip like an unparsable name.
 
     Args:
       root: the dataset root holding `<machine>/{train,test}/`.
@@ -242,12 +246,15 @@ def scan_split(root: str | os.PathLike, machine: str, split: str,
         raise LayoutError(f"{folder}: folder missing (expected <root>/<machine>/{split}/)")
     with os.scandir(folder) as entries:
         names = sorted(entry.name for entry in entries
-                       if entry.name.endswith(".wav") and not entry.name.startswith(".")
-                       and entry.is_file())
+                       if entry.name.endswith(".wav") and not entry.name.startswith("."))
     clips = []
     for name in names:
+        path = os.path.join(folder, name)
         try:
-            clips.append(parse_clip_name(name, machine, split, path=os.path.join(folder, name)))
+            if not os.path.isfile(path):
+                kind = "a folder" if os.path.isdir(path) else "a broken symlink or special file"
+                raise LayoutError(f"{path}: named like a WAV file but is {kind}")
+            clips.append(parse_clip_name(name, machine, split, path=path))
         except LayoutError as error:
             if on_error == "raise":
                 raise
@@ -258,6 +265,9 @@ def scan_split(root: str | os.PathLike, machine: str, split: str,
 def list_machine_types(root: str | os.PathLike) -> list[str]:
     """Returns the sorted names of the subfolders of `root` that hold `train/` or `test/`.
 
+    Hidden folders are skipped: they are not machine types but, e.g., another process's
+    half-written synthetic data (`.fan.partial-*`).
+
     Raises:
       LayoutError: `root` is missing or holds no such subfolder.
     """
@@ -266,10 +276,21 @@ def list_machine_types(root: str | os.PathLike) -> list[str]:
         raise LayoutError(f"{root}: dataset root folder missing")
     machines = sorted(
         name for name in os.listdir(root)
-        if any(os.path.isdir(os.path.join(root, name, split)) for split in SPLITS))
+        if not name.startswith(".") and any(os.path.isdir(os.path.join(root, name, split)) for split in SPLITS))
     if not machines:
-        raise LayoutError(f"{root}: no machine-type folders (<machine>/train/ or <machine>/test/)")
+        raise LayoutError(f"{root}: no machine-type folders (expected <root>/<machine>/train/ or "
+                          f"<root>/<machine>/test/ holding the WAV files); found {_describe_folder(root)}")
     return machines
+
+
+def _describe_folder(folder: str, shown: int = 8) -> str:
+    """A short listing of a folder for error messages: 'nothing' or 'a/, b.wav, ... (N entries)'."""
+    names = sorted(name + ("/" if os.path.isdir(os.path.join(folder, name)) else "")
+                   for name in os.listdir(folder))
+    if not names:
+        return "nothing (empty folder)"
+    more = f", ... ({len(names)} entries)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _read_csv_rows(path: str) -> list[list[str]]:

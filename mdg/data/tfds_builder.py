@@ -43,9 +43,9 @@ Records are stored in file-name order, so reading them back needs no sorting.
 Splits with no clips (or no folder) are omitted from the dataset; a machine type with no clips
 at all is an error.
 
-Concurrency: of several processes building the same config at once, all but the first to finish
-fail on TFDS's final rename. In multi-process runs let one process prepare and the others wait, or
-give each host its own ``data_dir``.
+Concurrency: building a config holds a lock (:mod:`mdg.data.cache_lock`,
+``<data_dir>/mdg_log_mel/<config name>.lock``), so of several processes preparing the same
+dataset at once one builds and the others wait and then reuse its build.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from mdg.data import audio, features, layout
+from mdg.data import audio, cache_lock, features, layout
 
 SPLITS = ("train", "test")
 DOMAIN_CODES = {"source": 0, "target": 1, "unknown": -1}
@@ -271,9 +271,18 @@ def prepare(root: str | os.PathLike, machine: str, data_dir: str | os.PathLike,
     settings = feature_settings(feature_kwargs)
     clips_by_split = _scan(root, machine, on_error)
     manifest_ = manifest(root, machine, clips_by_split, settings, on_error)
+    name = config_name(machine, manifest_)
+    with cache_lock.held(pathlib.Path(data_dir) / MdgLogMel.name / f"{name}.lock", f"the {machine} shards"):
+        return _build_or_reuse(root, machine, data_dir, name, manifest_, clips_by_split, settings, on_error,
+                               batch_size, clips_per_shard)
+
+
+def _build_or_reuse(root, machine, data_dir, name, manifest_, clips_by_split, settings, on_error,
+                    batch_size, clips_per_shard) -> tfds.core.DatasetBuilder:
+    """The body of :func:`prepare`, run while holding the dataset's lock."""
     builder = MdgLogMel(
         data_dir=os.fspath(data_dir),
-        config=tfds.core.BuilderConfig(name=config_name(machine, manifest_)),
+        config=tfds.core.BuilderConfig(name=name),
         file_format="array_record",
         clips_by_split=clips_by_split,
         settings=settings,

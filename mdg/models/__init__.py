@@ -18,6 +18,7 @@ import inspect
 
 from flax import nnx
 
+from mdg import errors
 from mdg.models.autoencoder import AutoEncoder
 from mdg.models.mobilenet_v2 import MobileNetV2
 
@@ -31,7 +32,7 @@ KINDS = ("reconstruction", "classifier")
 def model_class(name: str):
     """The class registered as ``name``; ValueError naming the known models otherwise."""
     if name not in MODELS:
-        raise ValueError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
+        raise errors.UserError(f"unknown model name {name!r}; known models: {sorted(MODELS)}")
     return MODELS[name]
 
 

@@ -1,0 +1,99 @@
+"""One workdir, one config: a run refuses to resume another config's checkpoints or results.
+
+``workdir/config.json`` records the config of the run that owns the folder. A new run with a
+config that differs (in any key but :data:`FREE_KEYS`) while the folder holds checkpoints or
+results stops with a :class:`WorkdirConfigError` naming the differing keys, unless asked to start
+over (``--restart``): then the old run's files are moved to ``workdir/replaced/<time>/`` first.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from jax.experimental import multihost_utils
+
+from mdg import errors, evaluate
+
+CONFIG_FILE = "config.json"
+# What a run leaves in its workdir; moved aside together on --restart.
+RUN_FILES = ("checkpoints", "results", "metrics.jsonl", CONFIG_FILE)
+# Keys that change how a run is carried out, not what it computes.
+FREE_KEYS = frozenset({"train.log_every_steps", "train.num_devices", "data.cache_dir"})
+_SHOWN_KEYS = 10
+
+
+class WorkdirConfigError(errors.UserError):
+    """The workdir belongs to a run with another config."""
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Sorted dotted keys whose values differ (or that only one side has), ignoring FREE_KEYS."""
+    old, new = flatten(old), flatten(new)
+    return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...) and k not in FREE_KEYS)
+
+
+def _has_run_outputs(workdir: pathlib.Path) -> bool:
+    checkpoints = workdir / "checkpoints"
+    return (checkpoints.is_dir() and any(checkpoints.iterdir())) or (workdir / "results").exists()
+
+
+def _move_aside(workdir: pathlib.Path) -> pathlib.Path | None:
+    """Moves the previous run's files to workdir/replaced/<UTC time>/; returns that folder."""
+    present = [name for name in RUN_FILES if (workdir / name).exists()]
+    if not present:
+        return None
+    target = workdir / "replaced" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = target.with_name(f"{target.name}-{time.time_ns() % 10**9:09d}")
+    target.mkdir(parents=True)
+    for name in present:
+        (workdir / name).rename(target / name)
+    return target
+
+
+def claim(config: ml_collections.ConfigDict, workdir: pathlib.Path, restart: bool = False) -> pathlib.Path | None:
+    """Checks that ``workdir`` may hold this config's run (see the module doc) and writes config.json.
+
+    Returns where the old run's files went (``restart``), else None.
+    Raises WorkdirConfigError: a different config owns checkpoints or results here and not ``restart``.
+    """
+    workdir = pathlib.Path(workdir)
+    text = config.to_json_best_effort(indent=2) + "\n"
+    moved = None
+    previous = workdir / CONFIG_FILE
+    if not restart and previous.is_file() and _has_run_outputs(workdir):
+        try:
+            old = json.loads(previous.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
+                                     f"{workdir} used this config. Pass --restart to start over") from None
+        keys = differing_keys(old, json.loads(text))
+        if keys:
+            shown = ", ".join(f"{k} ({flatten(old).get(k, '<absent>')!r} -> {flatten(json.loads(text)).get(k, '<absent>')!r})"
+                              for k in keys[:_SHOWN_KEYS])
+            more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
+            raise WorkdirConfigError(
+                f"{workdir} holds a run with another config; differing keys: {shown}{more}. Use another "
+                "--workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
+    if jax.process_index() == 0:
+        if restart:
+            moved = _move_aside(workdir)
+        evaluate.write_atomic(previous, text)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("mdg workdir claimed")
+    return moved

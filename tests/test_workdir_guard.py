@@ -1,0 +1,63 @@
+"""A workdir holding one config's run refuses another config, unless told to start over."""
+
+import json
+
+import pytest
+
+from mdg import workdir_guard
+from mdg.config_defaults import base_config
+
+
+def config(**train):
+    c = base_config()
+    c.model.name = "autoencoder"
+    c.train.update(train)
+    return c
+
+
+def with_run(workdir, c):
+    workdir_guard.claim(c, workdir)
+    (workdir / "checkpoints" / "fan" / "20").mkdir(parents=True)
+    (workdir / "metrics.jsonl").write_text("{}\n")
+    return workdir
+
+
+def test_same_config_or_free_keys_resume(tmp_path):
+    with_run(tmp_path, config())
+    assert workdir_guard.claim(config(), tmp_path) is None
+    workdir_guard.claim(config(log_every_steps=7, num_devices=1), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every_steps"] == 7
+
+
+def test_another_config_is_refused_naming_the_keys(tmp_path):
+    with_run(tmp_path, config())
+    with pytest.raises(workdir_guard.WorkdirConfigError) as error:
+        workdir_guard.claim(config(learning_rate=0.1, num_epochs=3), tmp_path)
+    message = str(error.value)
+    assert str(tmp_path) in message and "--restart" in message
+    assert "train.learning_rate (0.001 -> 0.1), train.num_epochs (100 -> 3)" in message
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 0.001
+
+
+def test_restart_moves_the_old_run_aside(tmp_path):
+    with_run(tmp_path, config())
+    (tmp_path / "results").mkdir()
+    moved = workdir_guard.claim(config(learning_rate=0.1), tmp_path, restart=True)
+    assert moved.parent == tmp_path / "replaced"
+    assert sorted(p.name for p in moved.iterdir()) == ["checkpoints", "config.json", "metrics.jsonl", "results"]
+    assert json.loads((moved / "config.json").read_text())["train"]["learning_rate"] == 0.001
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 0.1
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_workdir_without_checkpoints_or_results_takes_the_new_config(tmp_path):
+    workdir_guard.claim(config(), tmp_path)   # e.g. a --mode prepare run
+    workdir_guard.claim(config(learning_rate=0.1), tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 0.1
+
+
+def test_unreadable_config_json_is_refused(tmp_path):
+    with_run(tmp_path, config())
+    (tmp_path / "config.json").write_text("{truncated")
+    with pytest.raises(workdir_guard.WorkdirConfigError, match="config.json: unreadable"):
+        workdir_guard.claim(config(), tmp_path)
