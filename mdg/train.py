@@ -231,7 +231,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pat
     if ckpt.latest_step() is not None:
         state, data_state = ckpt.restore(state)
         batches.set_state(data_state)
-        logging.info("%s: resuming at step %d of %d", unit.name, int(state["step"]), total_steps)
+        console.stage("%s: resuming at step %d of %d", unit.name, int(state["step"]), total_steps)
     step = int(state["step"])
     if not allow_training and step < total_steps:
         raise errors.UserError(
