@@ -31,6 +31,7 @@ setuptools.setup(
         "pyarrow>=14",  # results/clips.parquet
         "scikit-learn>=1.3",  # PCA of embeddings and ROC curves in mdg.report
         "tensorboardX>=2.6",  # TensorBoard logs without TensorFlow (numpy, protobuf, packaging)
+        "etils[epath]",  # workdir outputs on local disks and gs:// buckets (orbax uses it too)
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
