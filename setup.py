@@ -36,6 +36,7 @@ setuptools.setup(
     extras_require={
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        "gcs": ["etils[epath-gcs]", "google-cloud-storage"],  # gs:// workdirs (epath; tensorboardX)
         "test": ["pytest>=7", "librosa>=0.10", "scikit-learn>=1.3", "matplotlib>=3.7", "pandas>=2.0",
                  "tensorboard>=2.14", "selenium>=4.20"],
         "plots": ["matplotlib>=3.7"],
