@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -121,13 +122,13 @@ class _AudioBudget:
         self.left = budget_bytes
 
     def player(self, path: str | None) -> str:
-        if path is None or not storage.path(path).is_file():
+        if path is None or not pathlib.Path(path).is_file():   # WAVs: local data
             return "WAV not on disk"
-        size = storage.path(path).stat().st_size
+        size = pathlib.Path(path).stat().st_size
         if size > self.left:
             return "not embedded (report audio cap reached)"
         self.left -= size
-        return f'<audio controls preload="metadata" src="{_data_url("audio/wav", storage.path(path).read_bytes())}"></audio>'
+        return f'<audio controls preload="metadata" src="{_data_url("audio/wav", pathlib.Path(path).read_bytes())}"></audio>'
 
 
 def clip_section(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any],
