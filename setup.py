@@ -31,10 +31,12 @@ setuptools.setup(
         "pyarrow>=14",  # results/clips.parquet
         "scikit-learn>=1.3",  # PCA of embeddings and ROC curves in mdg.report
         "tensorboardX>=2.6",  # TensorBoard logs without TensorFlow (numpy, protobuf, packaging)
+        "etils[epath]",  # workdir outputs on local disks and gs:// buckets (orbax uses it too)
     ],
     extras_require={
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        "gcs": ["etils[epath-gcs]", "google-cloud-storage"],  # gs:// workdirs (epath; tensorboardX)
         "test": ["pytest>=7", "librosa>=0.10", "scikit-learn>=1.3", "matplotlib>=3.7", "pandas>=2.0",
                  "tensorboard>=2.14", "selenium>=4.20"],
         "plots": ["matplotlib>=3.7"],

@@ -14,15 +14,16 @@ if none is usable it raises a :class:`CheckpointError` naming the folder and wha
 
 from __future__ import annotations
 
-import pathlib
+import os
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 
-from mdg import errors
+from mdg import errors, storage
 
 ITEMS = ("state", "data")
 COMMIT_MARKER = "commit_success.txt"
@@ -32,7 +33,7 @@ class CheckpointError(errors.UserError):
     """No usable checkpoint in a folder that holds some; the message names it and the way out."""
 
 
-def damage(step_dir: pathlib.Path) -> str | None:
+def damage(step_dir: epath.Path) -> str | None:
     """What is visibly missing from a finished step folder (marker, items), or None."""
     missing = [name for name in (COMMIT_MARKER, *(f"{item}/{COMMIT_MARKER}" for item in ITEMS))
                if not (step_dir / name).is_file()]
@@ -42,8 +43,8 @@ def damage(step_dir: pathlib.Path) -> str | None:
 class Checkpointer:
     """Saves every ``save_every_steps`` steps (and on demand), keeping the newest ``keep``."""
 
-    def __init__(self, directory: str | pathlib.Path, save_every_steps: int, keep: int):
-        self.directory = pathlib.Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, save_every_steps: int, keep: int):
+        self.directory = storage.absolute(directory)   # local or gs://
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -103,7 +104,7 @@ class Checkpointer:
             f"to {self.directory}.damaged. Rerun the same command to train this unit from scratch, or "
             "restore a backup of the folder")
 
-    def _move_aside(self, step_dir: pathlib.Path) -> pathlib.Path:
+    def _move_aside(self, step_dir: epath.Path) -> epath.Path:
         """Renames a damaged step folder out of the manager's sight; returns its new path."""
         target = self.directory.with_name(self.directory.name + ".damaged") / f"{step_dir.name}-{time.time_ns()}"
         if jax.process_index() == 0:

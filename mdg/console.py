@@ -12,11 +12,15 @@ log file is known), then :func:`log_to_file` once the workdir is known.
 
 import logging
 import logging.handlers
+import os
 import pathlib
+import tempfile
 import time
 
 import jax
 from absl import logging as absl_logging
+
+from mdg import storage
 
 LOG_FILE = "log.txt"
 CONSOLE_LEVELS = {"warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
@@ -87,13 +91,19 @@ def setup(console_level: str = "warning") -> None:
     logging.root.addHandler(_buffer)
 
 
-def log_path(workdir: str | pathlib.Path) -> pathlib.Path:
-    """This process's full log: ``workdir/log.txt`` on process 0, ``log.<process index>.txt`` elsewhere."""
+def log_path(workdir: str | os.PathLike) -> pathlib.Path:
+    """This process's full log: ``workdir/log.txt`` on process 0, ``log.<process index>.txt`` elsewhere.
+
+    The log is appended line by line, which buckets do not allow: for a ``gs://bucket/run`` workdir
+    it goes to the local ``<temp dir>/mdg-logs/bucket/run/`` instead."""
     index = jax.process_index()
-    return pathlib.Path(workdir) / (LOG_FILE if index == 0 else f"log.{index}.txt")
+    folder = pathlib.Path(workdir)
+    if storage.is_url(workdir):
+        folder = pathlib.Path(tempfile.gettempdir(), "mdg-logs", os.fspath(workdir).split("://", 1)[1])
+    return folder / (LOG_FILE if index == 0 else f"log.{index}.txt")
 
 
-def log_to_file(workdir: str | pathlib.Path) -> pathlib.Path:
+def log_to_file(workdir: str | os.PathLike) -> pathlib.Path:
     """Appends the full log to :func:`log_path`, starting with the records buffered since
     :func:`setup`; returns the file's path. Call after multi-host start-up."""
     global _buffer

@@ -30,9 +30,7 @@ import io
 import json
 import math
 import os
-import pathlib
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -40,7 +38,10 @@ import numpy as np
 import scipy.stats
 from absl import logging
 
-from mdg import metrics
+from etils import epath
+
+from mdg import metrics, storage
+from mdg.storage import write_atomic  # also used by compare, sweep, report, workdir_guard
 
 MAX_FPR = 0.1
 DECISION_PERCENTILE = 0.9
@@ -370,20 +371,6 @@ def _jackknife_summary(test: ClipScores, official_score: float | None,
 # ---------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes text (UTF-8, line ends untouched) to a temp file beside path, then renames it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        pathlib.Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def csv_text(rows: Iterable[Sequence[Any]]) -> str:
     """Rows as the DCASE baselines write them: ``csv.writer`` with ``\\n`` line ends, floats as repr."""
     buffer = io.StringIO()
@@ -394,12 +381,12 @@ def csv_text(rows: Iterable[Sequence[Any]]) -> str:
 
 
 def write_submission(results_dir: str | os.PathLike, test: ClipScores,
-                     decision: np.ndarray) -> list[pathlib.Path]:
+                     decision: np.ndarray) -> list[epath.Path]:
     """Writes the anomaly-score and decision CSVs of every (machine, section); returns the paths.
 
     Rows are sorted by file name, as the evaluators sort them on reading.
     """
-    results_dir = pathlib.Path(results_dir)
+    results_dir = storage.path(results_dir)
     decision = np.asarray(decision, dtype=np.int64)
     keys, group = test.sections()
     paths = []
@@ -522,7 +509,7 @@ def _json_text(document: Any) -> str:
 
 def write_method_files(method_dir: str | os.PathLike, summary: Mapping[str, Any]) -> None:
     """Writes ``result.csv`` (labelled sets only), ``summary.json`` and ``report.md`` of one method."""
-    method_dir = pathlib.Path(method_dir)
+    method_dir = storage.path(method_dir)
     if summary["labelled"]:
         write_atomic(method_dir / "result.csv", result_csv_text(summary))
     write_atomic(method_dir / "summary.json", _json_text(summary))
@@ -544,7 +531,7 @@ def evaluate_method(results_dir: str | os.PathLike, method: str, test: ClipScore
     (or one float); percentile is only recorded. Returns the summary (see :func:`summarize`).
     """
     _check_method_name(method)
-    method_dir = pathlib.Path(results_dir) / method
+    method_dir = storage.path(results_dir) / method
     decision = decide(test, thresholds)
     write_submission(method_dir, test, decision)
     summary = summarize(method, test, decision, thresholds, max_fpr=max_fpr, percentile=percentile)
@@ -587,7 +574,7 @@ def write_report(results_dir: str | os.PathLike, summaries: Mapping[str, Mapping
     """Writes ``<results_dir>/report.md`` and ``summary.json`` of all methods; returns the markdown."""
     if not summaries:
         raise ValueError("no method summaries to report")
-    results_dir = pathlib.Path(results_dir)
+    results_dir = storage.path(results_dir)
     markdown = markdown_report(summaries)
     document = {
         "official_scores": {name: s["official_score"] for name, s in summaries.items()},

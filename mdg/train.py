@@ -16,7 +16,6 @@ import collections
 import functools
 import json
 import os
-import pathlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,10 +27,11 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from etils import epath
 from flax import nnx
 
 from mdg import (checkpoint, clip_outputs, console, errors, evaluate, losses, models, objectives, preemption, report,
-                 score_methods, sharding, workdir_guard)
+                 score_methods, sharding, storage, workdir_guard)
 from mdg.data import pipeline, prepare
 from mdg.units import Unit, iterate_units
 
@@ -182,14 +182,15 @@ def _compile_clock() -> list[float]:
 # The train loop.
 
 
-def append_jsonl(path: pathlib.Path, record: dict[str, Any]) -> None:
-    """Appends one JSON line (process 0 only)."""
+def append_jsonl(path: epath.Path, record: dict[str, Any]) -> None:
+    """Appends one JSON line (process 0 only) by rewriting the whole (small) file atomically:
+    buckets (gs://) have no append."""
     if jax.process_index() == 0:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        storage.write_atomic(path, old + json.dumps(record) + "\n")
 
 
-def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: pathlib.Path,
+def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epath.Path,
                allow_training: bool = True, scalars: report.tensorboard.ScalarWriter | None = None):
     """Trains one model on ``unit`` (resuming from its newest checkpoint).
 
@@ -320,7 +321,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     """
     objective = objectives.from_config(config)      # configuration errors before any work
     methods = score_methods.from_config(config)
-    workdir = pathlib.Path(workdir)
+    workdir = storage.path(workdir)   # local folder or gs:// bucket
     workdir.mkdir(parents=True, exist_ok=True)
     workdir_guard.claim(config, workdir, restart)
     builders = prepare.prepare(config)
@@ -351,7 +352,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     return write_results(config, workdir, methods, table_methods, clips, scored)
 
 
-def write_results(config, workdir: pathlib.Path, methods: list[str], table_methods: list[str],
+def write_results(config, workdir: epath.Path, methods: list[str], table_methods: list[str],
                   clips: list[dict[str, dict[str, np.ndarray]]], scored: list[score_methods.ScoredUnit]) -> str:
     """Submission files, summaries and the report (``methods``), then the per-clip table, plots,
     report.html and final TensorBoard figures (``table_methods``); prints the summary table and

@@ -9,15 +9,16 @@ over (``--restart``): then the old run's files are moved to ``workdir/replaced/<
 from __future__ import annotations
 
 import json
-import pathlib
+import os
 import time
 from typing import Any
 
 import jax
 import ml_collections
+from etils import epath
 from jax.experimental import multihost_utils
 
-from mdg import errors, evaluate
+from mdg import errors, evaluate, storage
 
 CONFIG_FILE = "config.json"
 # What a run leaves in its workdir; moved aside together on --restart.
@@ -48,12 +49,12 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...) and k not in FREE_KEYS)
 
 
-def _has_run_outputs(workdir: pathlib.Path) -> bool:
+def _has_run_outputs(workdir: epath.Path) -> bool:
     checkpoints = workdir / "checkpoints"
     return (checkpoints.is_dir() and any(checkpoints.iterdir())) or (workdir / "results").exists()
 
 
-def _move_aside(workdir: pathlib.Path) -> pathlib.Path | None:
+def _move_aside(workdir: epath.Path) -> epath.Path | None:
     """Moves the previous run's files to workdir/replaced/<UTC time>/; returns that folder."""
     present = [name for name in RUN_FILES if (workdir / name).exists()]
     if not present:
@@ -66,13 +67,13 @@ def _move_aside(workdir: pathlib.Path) -> pathlib.Path | None:
     return target
 
 
-def claim(config: ml_collections.ConfigDict, workdir: pathlib.Path, restart: bool = False) -> pathlib.Path | None:
+def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart: bool = False) -> epath.Path | None:
     """Checks that ``workdir`` may hold this config's run (see the module doc) and writes config.json.
 
     Returns where the old run's files went (``restart``), else None.
     Raises WorkdirConfigError: a different config owns checkpoints or results here and not ``restart``.
     """
-    workdir = pathlib.Path(workdir)
+    workdir = storage.path(workdir)
     text = config.to_json_best_effort(indent=2) + "\n"
     moved = None
     previous = workdir / CONFIG_FILE

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 import soundfile
+from etils import epath
 from orbax.checkpoint._src.path import async_path
 from tensorflow_datasets.core import file_adapters
 
@@ -113,18 +114,12 @@ def test_checkpoints(tmp_path, monkeypatch):
 def test_results(tmp_path, monkeypatch):
     path = tmp_path / "results" / "summary.json"
     evaluate.write_atomic(path, "old\n")
-    real_fdopen = os.fdopen
+    def half_then_full(self, data):
+        with open(self, "wb") as file:
+            file.write(data[:len(data) // 2])
+        disk_full()
 
-    def half_then_full(*args, **kwargs):
-        file = real_fdopen(*args, **kwargs)
-        def write(text):
-            file.buffer.write(text[:len(text) // 2].encode())
-            file.flush()
-            disk_full()
-        file.write = write
-        return file
-
-    monkeypatch.setattr(evaluate.os, "fdopen", half_then_full)
+    monkeypatch.setattr(type(epath.Path(path)), "write_bytes", half_then_full)
     with pytest.raises(OSError, match="No space left"):
         evaluate.write_atomic(path, "new content\n")
     assert path.read_text() == "old\n" and os.listdir(path.parent) == ["summary.json"]

@@ -9,11 +9,12 @@ final figures).
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Mapping
 
 import numpy as np
+from etils import epath
 
+from mdg import storage
 from mdg.report import clips as clip_table
 from mdg.report import html, plots, summary, tensorboard
 
@@ -22,7 +23,7 @@ def write_all(results_dir: str | os.PathLike, workdir: str | os.PathLike,
               clips: Mapping[str, np.ndarray], scores: Mapping[str, np.ndarray],
               decisions: Mapping[str, np.ndarray], embeddings: np.ndarray, model_name: str,
               data_root: str | os.PathLike | None, *, tensorboard_enabled: bool = True,
-              audio_budget_bytes: int = html.AUDIO_BUDGET_BYTES) -> dict[str, list[pathlib.Path]]:
+              audio_budget_bytes: int = html.AUDIO_BUDGET_BYTES) -> dict[str, list[epath.Path]]:
     """Writes ``<results_dir>/clips.parquet``, ``<results_dir>/plots/*.png`` (if matplotlib is
     installed), ``<results_dir>/report.html`` and the final figures into ``<workdir>/tensorboard/``.
 
@@ -31,7 +32,7 @@ def write_all(results_dir: str | os.PathLike, workdir: str | os.PathLike,
     ``<results_dir>/summary.json`` and ``<workdir>/metrics.jsonl`` when present.
     Returns {"clips": [...], "plots": [...], "report": [...], "tensorboard": [...]}.
     """
-    results_dir = pathlib.Path(results_dir)
+    results_dir = storage.path(results_dir)
     table = clip_table.build_table(clips, scores, decisions, embeddings, model_name, data_root)
     written = {"clips": [clip_table.write_table(results_dir / "clips.parquet", table)]}
     written["plots"] = plots.write_plots(results_dir, workdir)

@@ -40,13 +40,15 @@ import json
 import os
 import pathlib
 import re
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
 from sklearn.decomposition import PCA
+
+from mdg import storage
 
 EMBEDDING_MAX_DIM = 32
 MIN_ATTRIBUTE_SLOTS = 3
@@ -226,19 +228,11 @@ def labelled_test_rows(columns: Mapping[str, np.ndarray], machine: str | None = 
     return rows if machine is None else rows & (columns["class"] == machine)
 
 
-def write_table(path: str | os.PathLike, table: pa.Table) -> pathlib.Path:
-    """Writes the table as Parquet to a temp file beside ``path``, then renames it; returns path."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        pq.write_table(table, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        pathlib.Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+def write_table(path: str | os.PathLike, table: pa.Table) -> epath.Path:
+    """Writes the table as Parquet, atomically (see :func:`mdg.storage.write_atomic`); returns path."""
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return storage.write_atomic(path, buffer.getvalue().to_pybytes())
 
 
 def read_table(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
@@ -247,9 +241,9 @@ def read_table(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
     Nullable integer columns come back as float64 with NaN for null, string columns as object
     arrays with None; the embedding column as float32 (n, k).
     """
-    path = pathlib.Path(path)
+    path = storage.path(path)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(path.read_bytes()))
         metadata = json.loads((table.schema.metadata or {})[b"mdg"])
     except (OSError, pa.ArrowException, KeyError, ValueError) as error:
         raise ValueError(f"{path}: not a clips table written by mdg.report.clips ({error})") from error

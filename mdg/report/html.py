@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 
-from mdg import evaluate
+from mdg import evaluate, storage
 from mdg.report import clips as clip_table
 from mdg.report import summary as summary_file
 
@@ -97,8 +98,8 @@ PLOT_ORDER = ("roc", "scores", "embedding", "training")
 
 def plot_section(plot_paths: Sequence[str | os.PathLike]) -> str:
     """The plots grouped under a heading per machine type (or training unit), in PLOT_ORDER."""
-    by_subject: dict[str, list[tuple[int, pathlib.Path]]] = {}
-    for path in map(pathlib.Path, plot_paths):
+    by_subject: dict[str, list[tuple[int, epath.Path]]] = {}
+    for path in map(storage.path, plot_paths):
         subject, _, kind = path.stem.rpartition("_")
         rank = PLOT_ORDER.index(kind) if kind in PLOT_ORDER else len(PLOT_ORDER)
         by_subject.setdefault(subject, []).append((rank, path))
@@ -121,7 +122,7 @@ class _AudioBudget:
         self.left = budget_bytes
 
     def player(self, path: str | None) -> str:
-        if path is None or not pathlib.Path(path).is_file():
+        if path is None or not pathlib.Path(path).is_file():   # WAVs: local data
             return "WAV not on disk"
         size = pathlib.Path(path).stat().st_size
         if size > self.left:
@@ -176,10 +177,10 @@ def render(document: Mapping[str, Any] | None, columns: Mapping[str, np.ndarray]
 
 
 def write_report_html(results_dir: str | os.PathLike, plot_paths: Sequence[str | os.PathLike],
-                      audio_budget_bytes: int = AUDIO_BUDGET_BYTES) -> pathlib.Path:
+                      audio_budget_bytes: int = AUDIO_BUDGET_BYTES) -> epath.Path:
     """Writes ``<results_dir>/report.html`` from clips.parquet, summary.json (if present) and the
     given plot files; returns its path."""
-    results_dir = pathlib.Path(results_dir)
+    results_dir = storage.path(results_dir)
     columns, metadata = clip_table.read_table(results_dir / "clips.parquet")
     document = summary_file.read_summary(results_dir)
     path = results_dir / "report.html"

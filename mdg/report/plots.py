@@ -18,16 +18,18 @@ Without matplotlib nothing is drawn and one warning says so.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from absl import logging
+from etils import epath
 from sklearn import metrics as skm
 
+from mdg import storage
 from mdg.report import clips as clip_table
 from mdg.report import summary as summary_file
 
@@ -54,16 +56,14 @@ def available() -> bool:
     return _pyplot() is not None
 
 
-def _save(fig, path: pathlib.Path) -> pathlib.Path:
-    """Saves to a temp name beside path, then renames (atomic); closes the figure."""
-    temp = path.with_name(f".{path.name}.tmp.png")
+def _save(fig, path: epath.Path) -> epath.Path:
+    """Saves as PNG, atomically (see :func:`mdg.storage.write_atomic`); closes the figure."""
+    buffer = io.BytesIO()
     try:
-        fig.savefig(temp, dpi=DPI)
-        os.replace(temp, path)
+        fig.savefig(buffer, format="png", dpi=DPI)
     finally:
-        temp.unlink(missing_ok=True)
         _pyplot().close(fig)
-    return path
+    return storage.write_atomic(path, buffer.getvalue())
 
 
 def roc_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, Any], machine: str):
@@ -179,9 +179,9 @@ def embedding_figure(columns: Mapping[str, np.ndarray], metadata: Mapping[str, A
 def read_metrics(path: str | os.PathLike) -> dict[str, list[dict]]:
     """metrics.jsonl -> unit -> records sorted by epoch, the last record of each epoch kept
     (a resumed run repeats epochs). Raises naming the line on bad JSON or missing keys."""
-    path = pathlib.Path(path)
+    path = storage.path(path)
     by_unit: dict[str, dict[int, dict]] = {}
-    with open(path, encoding="utf-8") as file:
+    with path.open(encoding="utf-8") as file:
         for number, line in enumerate(file, 1):
             if not line.strip():
                 continue
@@ -217,13 +217,13 @@ def training_figure(unit: str, records: list[dict]):
     return fig
 
 
-def write_plots(results_dir: str | os.PathLike, workdir: str | os.PathLike) -> list[pathlib.Path]:
+def write_plots(results_dir: str | os.PathLike, workdir: str | os.PathLike) -> list[epath.Path]:
     """Every plot of the module docstring into ``<results_dir>/plots/``; returns the paths
     (empty without matplotlib). Reads ``<results_dir>/clips.parquet``, ``<results_dir>/summary.json``
     (thresholds; optional) and ``<workdir>/metrics.jsonl`` (optional)."""
     if not available():
         return []
-    results_dir = pathlib.Path(results_dir)
+    results_dir = storage.path(results_dir)
     out_dir = results_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     columns, metadata = clip_table.read_table(results_dir / "clips.parquet")
@@ -235,7 +235,7 @@ def write_plots(results_dir: str | os.PathLike, workdir: str | os.PathLike) -> l
                           ("embedding", embedding_figure(columns, metadata, machine))):
             if fig is not None:
                 paths.append(_save(fig, out_dir / f"{machine}_{kind}.png"))
-    metrics_path = pathlib.Path(workdir) / "metrics.jsonl"
+    metrics_path = storage.path(workdir) / "metrics.jsonl"
     if metrics_path.exists():
         for unit, records in read_metrics(metrics_path).items():
             paths.append(_save(training_figure(unit, records), out_dir / f"{unit}_training.png"))

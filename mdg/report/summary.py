@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
+
+from mdg import storage
 
 
 def read_summary(results_dir: str | os.PathLike) -> dict[str, Any] | None:
     """``<results_dir>/summary.json`` as a dict, None if absent; raises naming the file if not JSON."""
-    path = pathlib.Path(results_dir) / "summary.json"
+    path = storage.path(results_dir) / "summary.json"
     if not path.exists():
         return None
     try:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import math
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 from absl import logging
+from etils import epath
+
+from mdg import storage
 
 # summary.json key -> tag figure name of the final figures
 FINAL_FIGURES = {"official_score": "official_score", "auc_source": "hmean_auc_source",
@@ -34,8 +36,9 @@ def _summary_writer_class():
     return SummaryWriter
 
 
-def logdir(workdir: str | os.PathLike) -> pathlib.Path:
-    return pathlib.Path(workdir) / "tensorboard"
+def logdir(workdir: str | os.PathLike) -> epath.Path:
+    """``<workdir>/tensorboard`` (tensorboardX writes to local folders and gs:// itself)."""
+    return storage.path(workdir) / "tensorboard"
 
 
 class ScalarWriter:
