@@ -76,7 +76,7 @@ Mahalanobis on embeddings (per-domain Gaussians, minimum over domains)
     Per (section, domain): mean and Ledoit-Wolf shrunk covariance of the training embeddings
     (shrinkage makes a 1280-d covariance from tens of clips invertible; the shrinkage from
     scikit-learn's ``ledoit_wolf_shrinkage``, applied through the Woodbury identity so that no
-    d x d matrix is formed). Score: the smallest squared Mahalanobis distance over the two domains. A domain
+    d x d matrix is formed; the shrinkage is floored at 1e-3 so the covariance stays invertible). Score: the smallest squared Mahalanobis distance over the two domains. A domain
     with fewer than two clips uses its own mean with the source covariance (as the AE Mahalanobis
     score's target-falls-back-to-source rule); one with no clips is left out. Training clips are
     scored in-sample.
@@ -385,14 +385,19 @@ def domain_centre_distance(embeddings: np.ndarray, groups: np.ndarray, bank: np.
     return np.min(np.where(in_section, distance, np.inf), axis=1)
 
 
+MIN_SHRINKAGE = 1e-3   # floor of the Ledoit-Wolf shrinkage, so the covariance stays invertible
+
+
 def _shrunk_gaussian(clips: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Mean and Ledoit-Wolf covariance ``c I + b X'X`` of ``clips`` (n, d), kept in factored form:
     (mean, centred clips X, c, b). Nothing d x d is formed (d ~ 1280 >> n)."""
     mean = clips.mean(axis=0)
     centred = clips - mean
     n, d = centred.shape
-    shrinkage = float(ledoit_wolf_shrinkage(centred, assume_centered=True))
-    mean_variance = float(np.sum(centred * centred)) / (n * d)
+    # With fewer clips than dimensions the sample covariance is singular: a shrinkage estimate of
+    # (almost) zero would leave it so, hence the floor.
+    shrinkage = max(float(ledoit_wolf_shrinkage(centred, assume_centered=True)), MIN_SHRINKAGE)
+    mean_variance = max(float(np.sum(centred * centred)) / (n * d), np.finfo(np.float64).tiny)
     return mean, centred, shrinkage * mean_variance, (1.0 - shrinkage) / n
 
 

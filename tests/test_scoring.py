@@ -289,6 +289,17 @@ def test_embedding_mahalanobis_matches_scipy_with_ledoit_wolf():
         scoring.embedding_mahalanobis(queries, groups, bank[:1], bank_groups[:1], is_target[:1])
 
 
+def test_embedding_mahalanobis_is_finite_for_few_clips_in_many_dimensions():
+    # 12 clips of 256 dimensions with a dead (constant) half, like ReLU6 embeddings of a
+    # classifier: the shrinkage estimate nears 0 and the sample covariance is singular.
+    rng = np.random.default_rng(14)
+    bank = np.zeros((12, 256))
+    bank[:, :128] = rng.normal(size=(12, 128)) * 1e-3 + 1.0
+    scores = scoring.embedding_mahalanobis(bank + rng.normal(size=bank.shape) * 1e-4, np.zeros(12, int),
+                                           bank, np.zeros(12, int), np.arange(12) >= 9)
+    assert np.all(np.isfinite(scores)) and np.all(scores >= 0)
+
+
 def test_lof_matches_sklearn():
     from sklearn.neighbors import LocalOutlierFactor
     rng = np.random.default_rng(13)
