@@ -10,6 +10,8 @@ SIGINT (:mod:`mdg.preemption`; rerun the same command to resume); 1 a bug (with 
 """
 
 import errno
+import logging as python_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -80,7 +82,13 @@ def main(argv):
         _fail(f"{error}; nothing half-written is kept: free some space and rerun the same command")
     except preemption.Preempted as stop:
         print(stop, file=sys.stderr)
-        sys.exit(stop.exit_status)
+        # Everything on disk is consistent by now (checkpoint saved, partial artefacts removed).
+        # Skip the interpreter's teardown: a signal that interrupted a library's writer threads
+        # (TFDS / array_record) can make their C++ destructors abort the process at exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        python_logging.shutdown()
+        os._exit(stop.exit_status)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def tree_digest(folder: pathlib.Path) -> dict[str, bytes]:
 def test_synthetic_generation(tmp_path, monkeypatch):
     args = dict(machines=("valve",), num_source_train=2, num_target_train=1, num_test=1, duration_s=0.5,
                 progress=False)
-    monkeypatch.setattr(synthetic.soundfile, "write", after(5, soundfile.write))
+    monkeypatch.setattr(synthetic.writer.soundfile, "write", after(5, soundfile.write))
     with pytest.raises(OSError, match="No space left"):
         synthetic.generate(tmp_path / "full", **args)
     assert os.listdir(tmp_path / "full") == [], "a partial machine folder was left or published"

@@ -136,7 +136,8 @@ def test_sigint_at_a_step_boundary_in_process(tmp_path, monkeypatch):
     real_next, calls = train.pipeline.TrainBatches.__next__, []
     def next_then_ctrl_c(self):
         calls.append(1)
-        if len(calls) == 7:  # during step 7: after step 6's update, before step 7's batch
+        # The stream reads PREFETCH_BATCHES ahead: this read happens during step 7, after step 6's update.
+        if len(calls) == 7 + train.PREFETCH_BATCHES:
             os.kill(os.getpid(), signal.SIGINT)
         return real_next(self)
     monkeypatch.setattr(train.pipeline.TrainBatches, "__next__", next_then_ctrl_c)
