@@ -81,7 +81,7 @@ def main(argv):
             raise
         _fail(f"{error}; nothing half-written is kept: free some space and rerun the same command")
     except preemption.Preempted as stop:
-        print(stop, file=sys.stderr)
+        print(f"\n{stop}", file=sys.stderr)   # on its own line, after any progress bar
         # Everything on disk is consistent by now (checkpoint saved, partial artefacts removed).
         # Skip the interpreter's teardown: a signal that interrupted a library's writer threads
         # (TFDS / array_record) can make their C++ destructors abort the process at exit.
