@@ -139,6 +139,11 @@ def clip_means(graphdef: nnx.GraphDef, model_state, objective, wanted: tuple[str
         if acc is None:
             acc = sharding.replicate(_zero_sums(graphdef, objective, tuple(wanted), model_state, batch,
                                                 num_slots, moments_block), mesh)
+        else:
+            # One step in flight (it overlaps the host's gather of the next batch): without this
+            # wait, asynchronous dispatch queues every batch of the pass, and memory grows with
+            # the clip count.
+            jax.block_until_ready(acc)
         acc = fn(model_state, acc, batch)
     acc = jax.tree.map(np.asarray, multihost_utils.process_allgather(acc, tiled=True))
     sums = {k: v[:num_clips] for k, v in acc["sums"].items()}

@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.input.eval_hop = 1          # frames between scoring windows
     c.input.flatten = True        # (window, mels) -> window * mels, frame-major
     c.input.eval_batch_size = 2048
+    c.input.shuffle_clips = 256   # training windows are shuffled within blocks of this many clips
 
     c.model = ml_collections.ConfigDict()
 
@@ -63,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.learning_rate = 1e-3
     c.train.num_epochs = 100
     c.train.batch_size = 256
+    c.train.precise_bn_batches = 200  # BatchNorm statistics recomputed after training over this many batches (0: off)
     c.train.log_every_steps = 200
     c.train.num_devices = 0       # 0 = every device
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import json
 import os
 import time
@@ -30,8 +31,8 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from mdg import (checkpoint, clip_outputs, console, errors, evaluate, losses, models, objectives, preemption, report,
-                 score_methods, sharding, storage, workdir_guard)
+from mdg import (checkpoint, clip_outputs, console, errors, evaluate, losses, models, objectives, precise_bn,
+                 preemption, report, score_methods, sharding, storage, workdir_guard)
 from mdg.data import pipeline, prepare
 from mdg.units import Unit, iterate_units
 
@@ -120,7 +121,7 @@ def train_step_fn(graphdef: nnx.GraphDef, objective: objectives.Objective, num_c
         }
         return new_state, new_monitor
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0,))   # the monitor is not donated: the loop waits on it
 
 
 def new_monitor(mesh) -> dict[str, jax.Array]:
@@ -208,11 +209,14 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
     train_idx, val_idx = pipeline.split_validation(len(log_mels), config.data.validation_split, seed)
     classes = unit.train_classes
     sharding.check_batch_size(config.train.batch_size, mesh)
-    batches = pipeline.TrainBatches(
-        log_mels=log_mels[train_idx], window=config.input.window, hop=config.input.train_hop,
-        global_batch_size=config.train.batch_size, seed=seed, flatten=config.input.flatten,
-        clip_labels=None if classes is None else classes[train_idx],
-        process_index=jax.process_index(), process_count=jax.process_count())
+    def training_stream() -> pipeline.TrainBatches:
+        return pipeline.TrainBatches(
+            log_mels=log_mels[train_idx], window=config.input.window, hop=config.input.train_hop,
+            global_batch_size=config.train.batch_size, seed=seed, flatten=config.input.flatten,
+            clip_labels=None if classes is None else classes[train_idx], shuffle_clips=config.input.shuffle_clips,
+            process_index=jax.process_index(), process_count=jax.process_count())
+
+    batches = training_stream()
     total_steps = config.train.num_epochs * batches.steps_per_epoch
     val_candidates = None if classes is None else np.eye(num_classes, dtype=bool)[classes[val_idx]]
 
@@ -225,6 +229,16 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
     state = sharding.replicate(initial_state(model, optimizer(config.train.learning_rate), seed), mesh)
     train_step = train_step_fn(graphdef, objective, num_classes, float(config.train.learning_rate),
                                float(config.train.mixup_alpha))
+
+    def with_precise_batch_norm(state):
+        """The final state with BatchNorm statistics recomputed over the first
+        ``train.precise_bn_batches`` batches of the training stream (at most one epoch)."""
+        count = min(config.train.precise_bn_batches, batches.steps_per_epoch)
+        if not count or not precise_bn.has_batch_norm(model):
+            return state
+        rest = precise_bn.recompute(graphdef, state["params"], state["rest"],
+                                    itertools.islice(training_stream(), count), mesh)
+        return dict(state, rest=rest)
 
     # --- Checkpoints: resume from the newest one if there is one.
     ckpt = checkpoint.Checkpointer(workdir / "checkpoints" / unit.name, config.ckpt.save_every_steps,
@@ -260,9 +274,15 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
     # states finish, so its newest checkpoint survives.
     try:
         for batch, data_state in stream:
+            previous_monitor = monitor
             state, monitor = train_step(state, monitor, batch)
+            # At most two steps in flight: the device stays busy, and asynchronous dispatch does
+            # not queue (and hold the batches of) every step up to the next host sync.
+            jax.block_until_ready(previous_monitor)
             step += 1
             bar.update(1)
+            if step == total_steps:
+                state = with_precise_batch_norm(state)
             epoch_done = data_state["step_in_epoch"] == 0
             if step % config.train.log_every_steps == 0 or epoch_done or step == total_steps:
                 loss = check_finite(monitor, unit.name)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import ml_collections
 import numpy as np
 
 from mdg import models
-from mdg.data import layout, prepare, targets, tfds_builder
+from mdg.data import layout, lazy_log_mels, prepare, targets, tfds_builder
 
 
 @dataclasses.dataclass
@@ -25,8 +26,8 @@ class Unit:
 
     name: str                        # "fan" or "fan_section_00"
     machine: str
-    train: dict[str, np.ndarray]     # log_mel (clips, frames, mels) + per-clip metadata arrays
-    test: dict[str, np.ndarray]
+    train: dict[str, Any]     # log_mel (clips, frames, mels) array or lazy view + per-clip metadata arrays
+    test: dict[str, Any]
     train_classes: np.ndarray | None = None   # (train clips,) int32 class, classifiers only
     test_classes: np.ndarray | None = None    # (test clips, classes) bool candidate classes
     class_names: tuple[str, ...] = ()
@@ -82,13 +83,15 @@ def make_units(config, splits: dict[str, tuple[dict, dict]]) -> list[Unit]:
     return units
 
 
-def concatenate_splits(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def concatenate_splits(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One split from several machine types' splits (their clips must have equal frame counts)."""
-    frames = {p["log_mel"].shape[1:] for p in parts}
-    if len(frames) > 1:
+    try:
+        log_mel = lazy_log_mels.concatenate([p["log_mel"] for p in parts])
+    except ValueError as e:
         raise ValueError(f"the machine_section target trains one model on all machine types, whose clips "
-                         f"must then have one length; found log-Mel shapes {sorted(frames)}")
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                         f"must then have one length: {e}") from None
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "log_mel"}
+    return {"log_mel": log_mel, **merged}
 
 
 def add_class_targets(unit: Unit, kind: str) -> None:

@@ -3,14 +3,16 @@
 A window is ``window`` consecutive frames of one clip starting at frame ``start``. The
 autoencoder uses 5-frame windows flattened frame-major to 5 x 128 = 640 values (all windows,
 hop 1: 309 per 10 s clip); MobileNetV2 uses 64 x 128 patches (hop 8 for training, 1 for
-scoring). Clips stay in memory as one ``(clips, frames, mels)`` float32 array (a full-size
-MIMII DG machine type is ~0.5 GB) and windows are gathered per batch, so the 5x larger window
-array never exists.
+scoring). Clips come as a ``(clips, frames, mels)`` float32 array or as a
+:class:`mdg.data.lazy_log_mels.LazyLogMels` view of the shards; either way the pipeline reads
+one block of clips at a time and gathers windows from it per batch, so neither the window
+array nor (from shards) the whole split is ever in memory.
 
-Training batches come from :class:`TrainBatches`: an endless, shuffled stream whose order is a
-pure function of ``(seed, epoch)``; its position (epoch, step) is all the state a checkpoint
-needs to resume the exact same sequence. With several processes every process builds the same
-global permutation and takes its own contiguous slice of each global batch.
+Training batches come from :class:`TrainBatches`: an endless stream shuffled in two levels
+(clips over the whole split, then windows inside blocks of ``shuffle_clips`` clips) whose
+order is a pure function of ``(seed, epoch)``; its position (epoch, step) is all the state a
+checkpoint needs to resume the exact same sequence. With several processes every process
+builds the same order and takes its own contiguous slice of each global batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
+
+from mdg.data.lazy_log_mels import read_rows
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> np.ndarray:
@@ -58,16 +62,18 @@ class TrainBatches:
 
     Each batch is a dict ``{"x": float32 (local_batch, ...), "y": int32 (local_batch,)}`` where
     ``y`` is the clip's class (zeros when ``clip_labels`` is None). The last partial batch of an
-    epoch is dropped so every step has the same shape (one compilation).
+    epoch is dropped so every step has the same shape (one compilation). At most two blocks of
+    ``shuffle_clips`` clips are held in memory.
     """
 
-    log_mels: np.ndarray              # (clips, frames, mels) float32
+    log_mels: object                  # (clips, frames, mels) float32 array or LazyLogMels
     window: int
     hop: int
     global_batch_size: int
     seed: int
     flatten: bool
     clip_labels: np.ndarray | None = None   # (clips,) int32 class per clip
+    shuffle_clips: int = 256
     process_index: int = 0
     process_count: int = 1
     epoch: int = 0
@@ -75,20 +81,20 @@ class TrainBatches:
 
     def __post_init__(self):
         num_clips, num_frames, _ = self.log_mels.shape
-        self._clip, self._start = window_index(num_clips, num_frames, self.window, self.hop)
-        self.steps_per_epoch = len(self._clip) // self.global_batch_size
+        self._starts = window_starts(num_frames, self.window, self.hop)
+        self._block_windows = self.shuffle_clips * len(self._starts)
+        self.num_windows = num_clips * len(self._starts)
+        self.steps_per_epoch = self.num_windows // self.global_batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"{len(self._clip)} training windows are fewer than one batch of {self.global_batch_size}")
+                f"{self.num_windows} training windows are fewer than one batch of {self.global_batch_size}")
         if self.global_batch_size % self.process_count:
             raise ValueError("the global batch must split evenly over processes")
+        if self.shuffle_clips < 1:
+            raise ValueError(f"shuffle_clips must be at least 1, got {self.shuffle_clips}")
         self._local = self.global_batch_size // self.process_count
-        self._order = None
-        self._order_epoch = -1
-
-    @property
-    def num_windows(self) -> int:
-        return len(self._clip)
+        self._clip_order = None
+        self._blocks = {}   # (epoch, block) -> (clips of the block, window order, log-Mels)
 
     def get_state(self) -> dict[str, int]:
         """Position in the stream (JSON-serialisable), for checkpoints."""
@@ -99,51 +105,71 @@ class TrainBatches:
             raise ValueError(f"checkpointed data seed {state['seed']} differs from the config's {self.seed}")
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
 
-    def _epoch_order(self) -> np.ndarray:
-        if self._order_epoch != self.epoch:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            self._order = rng.permutation(len(self._clip))
-            self._order_epoch = self.epoch
-        return self._order
+    def _block(self, block: int):
+        """Clips (split rows), window order and log-Mels of one block of this epoch's clip order."""
+        key = (self.epoch, block)
+        if key not in self._blocks:
+            if self._clip_order is None or self._clip_order[0] != self.epoch:
+                order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.log_mels))
+                self._clip_order = (self.epoch, order)
+            clips = self._clip_order[1][block * self.shuffle_clips:(block + 1) * self.shuffle_clips]
+            windows = np.random.default_rng([self.seed, self.epoch, block]).permutation(
+                len(clips) * len(self._starts))
+            self._blocks[key] = (clips, windows, read_rows(self.log_mels, clips))
+        return self._blocks[key]
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
         begin = self.step_in_epoch * self.global_batch_size + self.process_index * self._local
-        rows = self._epoch_order()[begin:begin + self._local]
-        clip = self._clip[rows]
-        x = gather_windows(self.log_mels, clip, self._start[rows], self.window, self.flatten)
-        y = self.clip_labels[clip] if self.clip_labels is not None else np.zeros(len(rows), np.int32)
+        positions = np.arange(begin, begin + self._local)
+        blocks = positions // self._block_windows
+        x, y = [], []
+        for block in np.unique(blocks):
+            clips, windows, data = self._block(int(block))
+            chosen = windows[positions[blocks == block] - block * self._block_windows]
+            local_clip, start = chosen // len(self._starts), self._starts[chosen % len(self._starts)]
+            x.append(gather_windows(data, local_clip, start, self.window, self.flatten))
+            y.append(self.clip_labels[clips[local_clip]] if self.clip_labels is not None
+                     else np.zeros(len(chosen), np.int32))
+        self._blocks = {k: v for k, v in self._blocks.items() if k == (self.epoch, int(blocks[-1]))}
         self.step_in_epoch += 1
         if self.step_in_epoch == self.steps_per_epoch:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-        return {"x": x, "y": y.astype(np.int32)}
+        return {"x": np.concatenate(x), "y": np.concatenate(y).astype(np.int32)}
 
 
-def eval_batches(log_mels: np.ndarray, window: int, hop: int, batch_size: int, flatten: bool,
+def eval_batches(log_mels, window: int, hop: int, batch_size: int, flatten: bool,
                  clip_labels: np.ndarray | None = None, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+                 process_count: int = 1, chunk_clips: int = 64) -> Iterator[dict[str, np.ndarray]]:
     """All windows of all clips in order, in fixed-size global batches padded at the end.
 
-    Each process gets (and gathers windows for) only its own ``batch_size // process_count`` rows
-    of every global batch. Yields dicts with ``x`` (local rows, ...), ``y`` the row of
-    ``clip_labels`` of the window's clip (e.g. a bool mask of candidate classes; zeros without
-    labels), ``clip`` int32 clip index and ``mask`` bool (False on padding rows).
+    ``log_mels`` is a ``(clips, frames, mels)`` float32 array or a lazy view of the shards; it
+    is read ``chunk_clips`` consecutive clips at a time. Each process gets (and gathers windows
+    for) only its own ``batch_size // process_count`` rows of every global batch. Yields dicts
+    with ``x`` (local rows, ...), ``y`` the row of ``clip_labels`` of the window's clip (e.g. a
+    bool mask of candidate classes; zeros without labels), ``clip`` int32 clip index and
+    ``mask`` bool (False on padding rows).
     """
     if batch_size % process_count:
         raise ValueError(f"eval batch size {batch_size} does not split evenly over {process_count} processes")
     local = batch_size // process_count
     num_clips, num_frames, _ = log_mels.shape
     clip, start = window_index(num_clips, num_frames, window, hop)
+    chunk_begin, chunk = 0, np.empty((0, num_frames, log_mels.shape[2]), np.float32)
     for begin in range(0, len(clip), batch_size):
         count = min(batch_size, len(clip) - begin)
         positions = np.arange(process_index * local, (process_index + 1) * local)
         rows = begin + np.minimum(positions, count - 1)   # padding repeats the last window
         c = clip[rows]
+        if c.min() < chunk_begin or c.max() >= chunk_begin + len(chunk):   # clip-major: moves forward
+            chunk_begin = int(c.min())
+            chunk = read_rows(log_mels, np.arange(chunk_begin, min(num_clips, max(
+                chunk_begin + chunk_clips, int(c.max()) + 1))))
         y = clip_labels[c] if clip_labels is not None else np.zeros(local, np.int32)
         yield {
-            "x": gather_windows(log_mels, c, start[rows], window, flatten),
+            "x": gather_windows(chunk, c - chunk_begin, start[rows], window, flatten),
             "y": y,
             "clip": c,
             "mask": positions < count,

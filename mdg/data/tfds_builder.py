@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tqdm
 
-from mdg.data import audio, cache_lock, features, layout
+from mdg.data import audio, cache_lock, features, layout, lazy_log_mels
 
 SPLITS = ("train", "test")
 DOMAIN_CODES = {"source": 0, "target": 1, "unknown": -1}
@@ -349,6 +349,17 @@ class ClipSource:
         for start in range(0, len(self), _LOAD_CHUNK):
             yield from self.__getitems__(range(start, min(start + _LOAD_CHUNK, len(self))))
 
+    def log_mels(self, rows: np.ndarray) -> np.ndarray:
+        """The log-Mels of records ``rows`` (int ``(n,)``): float32 ``(n, frames, n_mels)``.
+
+        Records are read in ascending order (sequential within the shards) and returned in the
+        order asked for.
+        """
+        unique, inverse = np.unique(rows, return_inverse=True)
+        records = self._source.__getitems__([int(r) for r in unique])
+        stacked = np.stack([record["log_mel"] for record in records]).astype(np.float32, copy=False)
+        return stacked[inverse.reshape(-1)]
+
 
 def data_source(builder: tfds.core.DatasetBuilder, split: str) -> ClipSource:
     """Random-access records of ``split`` ("train" or "test"); KeyError if the dataset lacks it."""
@@ -357,25 +368,28 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str) -> ClipSource:
     return ClipSource(builder.as_data_source(split))
 
 
-def load_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, np.ndarray]:
-    """All records of ``split`` as stacked arrays, in file-name order.
+def load_split(builder: tfds.core.DatasetBuilder, split: str) -> dict[str, Any]:
+    """All records of ``split``: per-clip metadata arrays and a lazy view of the log-Mels, in
+    file-name order.
 
     Returns:
-      ``log_mel`` float32 (n, frames, n_mels) dB (all clips of a machine type have the same
-      length, see :func:`prepare`); ``file_name``, ``machine`` str (n,); ``section``, ``domain``,
-      ``label``, ``index`` int32 (n,); ``attribute_names``, ``attribute_values`` object (n,),
-      each a tuple of str. The log-Mel array is filled in place, so peak memory is one copy.
+      ``log_mel``: :class:`~mdg.data.lazy_log_mels.LazyLogMels` ``(n, frames, n_mels)`` float32
+      dB, read from the shards on demand (all clips of a machine type have the same length, see
+      :func:`prepare`); ``file_name``, ``machine`` str (n,); ``section``, ``domain``, ``label``,
+      ``index`` int32 (n,); ``attribute_names``, ``attribute_values`` object (n,), each a tuple
+      of str. Only one chunk of records is in memory at a time.
     """
     source = data_source(builder, split)
     columns: dict[str, list] = {name: [] for name in TEXT_FIELDS + INT_FIELDS + ATTRIBUTE_FIELDS}
-    log_mel = None
-    for row, record in enumerate(source):
-        if log_mel is None:
-            log_mel = np.empty((len(source),) + record["log_mel"].shape, np.float32)
-        log_mel[row] = record["log_mel"]
+    clip_shape = None
+    for record in source:
+        clip_shape = record["log_mel"].shape
         for name, values in columns.items():
             values.append(record[name])
-    arrays = {"log_mel": log_mel}
+    if clip_shape is None:
+        raise ValueError(f"{builder.data_dir}: split {split!r} has no clips")
+    arrays: dict[str, Any] = {"log_mel": lazy_log_mels.LazyLogMels(source.log_mels, np.arange(len(source)),
+                                                                   clip_shape)}
     arrays.update({name: np.array(columns[name], dtype=str) for name in TEXT_FIELDS})
     arrays.update({name: np.array(columns[name], dtype=np.int32) for name in INT_FIELDS})
     for name in ATTRIBUTE_FIELDS:
