@@ -33,6 +33,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from mdg import clip_outputs, errors, models, scoring
@@ -182,4 +183,21 @@ def score_unit(config: ml_collections.ConfigDict, unit, graphdef: nnx.GraphDef, 
                           class_groups=class_groups, centres=centres, knn_k=config.eval.knn_k,
                           block_size=config.features.n_mels)
     scores = {m: tuple(np.asarray(s, np.float64) for s in METHODS[m].compute(outputs)) for m in methods}
+    for method, (_, test_scores) in scores.items():
+        warn_if_constant(unit.name, method, test_scores, test_groups)
     return ScoredUnit(scores, train_out["embedding"], test_out["embedding"])
+
+
+def warn_if_constant(unit_name: str, method: str, scores: np.ndarray, groups: np.ndarray) -> bool:
+    """Logs a warning (and returns True) if ``scores`` (clips,) are constant, to float32 precision,
+    within any section group of ``groups`` (clips,) with more than one clip: their AUCs would
+    rank rounding noise. Seen when a network's eval-mode output ignores its input."""
+    flat = []
+    for group in np.unique(groups):
+        values = scores[groups == group]
+        if len(values) > 1 and np.ptp(values) <= 1e-6 * max(1.0, float(np.max(np.abs(values)))):
+            flat.append(int(group))
+    if flat:
+        logging.warning("%s: %s scores are constant within section group(s) %s: the model's output does not "
+                        "depend on its input there, and the AUCs rank rounding noise", unit_name, method, flat)
+    return bool(flat)

@@ -87,3 +87,15 @@ def test_score_unit_gives_every_classifier_method_and_dispatches_to_the_numerics
         np.testing.assert_allclose(got, scoring.centre_distance(means["embedding"], centres, allowed), rtol=1e-12)
     everywhere = scoring.centre_distance(test_means["embedding"], centres, np.ones((num_test, num_classes), bool))
     assert np.all(scored.scores["centre"][1] >= everywhere)
+
+
+def test_scores_constant_within_a_section_are_flagged(caplog):
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    varied = np.array([0.1, 0.5, 0.3, 2.0, 2.5, 1.0])
+    with caplog.at_level("WARNING"):
+        assert not score_methods.warn_if_constant("fan", "neg_logit", varied, groups)
+        assert not caplog.text
+        flat = varied.copy()
+        flat[3:] = 7.25 + np.array([0.0, 3e-7, -2e-7])   # float32 noise around one value
+        assert score_methods.warn_if_constant("fan", "neg_logit", flat, groups)
+    assert "fan: neg_logit scores are constant within section group(s) [1]" in caplog.text
