@@ -17,7 +17,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mdg import console, errors, preemption, sharding, train
+from mdg import console, errors, host_memory, preemption, sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/ae.py[:variant].",
                                           lock_config=True)
@@ -64,6 +64,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     console.setup(_LOG_LEVEL.value)
+    host_memory.fix_mmap_threshold()   # peak memory flat in the clip count (mdg/host_memory.py)
     sharding.initialize_distributed()
     preemption.install()
     config = _CONFIG.value

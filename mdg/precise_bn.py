@@ -40,7 +40,7 @@ def batch_moments_fn(graphdef: nnx.GraphDef):
     input in a training-mode forward pass of one batch ``x`` (statistics as the layer computes
     them, float32 ``(channels,)``). Cached per graph: compiled once."""
 
-    def fn(params, rest, x):
+    def batch_moments(params, rest, x):
         model = nnx.merge(graphdef, params, rest, copy=True)
         layers = [m for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)]
         for layer in layers:
@@ -49,7 +49,7 @@ def batch_moments_fn(graphdef: nnx.GraphDef):
         model.outputs(x)
         return [(layer.mean[...], layer.var[...] + jnp.square(layer.mean[...])) for layer in layers]
 
-    return jax.jit(fn)
+    return jax.jit(batch_moments)
 
 
 def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mesh) -> nnx.State:

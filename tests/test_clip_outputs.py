@@ -166,5 +166,5 @@ def test_mobilenet_clip_means_match_a_numpy_loop_on_1_and_8_devices(trained_clas
         np.testing.assert_allclose(got["neg_logit"], want["neg_logit"], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got["embedding"], want["embedding"], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(got["count"], want["count"])
-    for name in ("neg_logit", "embedding"):
-        np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-5, atol=1e-5)
+    for name in ("neg_logit", "embedding"):   # float32 kernels differ with the per-device batch (16 vs 2)
+        np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-4, atol=1e-4)

@@ -227,7 +227,8 @@ def test_rng_key_is_threaded_through_the_steps_and_mixup_is_reproducible(tmp_pat
 
 def test_train_step_and_clip_sums_compile_once_across_epochs_and_units(tmp_path):
     """Two units of the same shapes, 3 epochs each with validation, then scoring passes: one
-    compilation of the train step, one of the clip-sums function per (outputs, clip bucket)."""
+    compilation of the train step and of the BatchNorm recomputation, one of the clip-sums
+    function per (outputs, clip bucket)."""
     config = tiny_config(save_every_steps=100, num_epochs=3)
     config.model.hidden_dim = 24           # a graph no other test compiles, so no cache hides a compile
     mesh = sharding.make_mesh(1)
@@ -254,6 +255,7 @@ def test_train_step_and_clip_sums_compile_once_across_epochs_and_units(tmp_path)
         jax_logger.removeHandler(handler)
     counts = collections.Counter(compiled)
     assert counts["step"] == 1, counts
+    assert counts["batch_moments"] == 1, counts   # BatchNorm statistics recomputed after each unit
     # validation ("loss", 16 slots), scoring ("sq_err", "residual") with 16 and with 32 slots
     assert counts["fn"] == 3, counts
 

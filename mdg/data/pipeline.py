@@ -17,12 +17,13 @@ builds the same order and takes its own contiguous slice of each global batch.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
 
-from mdg.data.lazy_log_mels import read_rows
+from mdg.data.lazy_log_mels import LazyLogMels, read_rows
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> np.ndarray:
@@ -62,8 +63,8 @@ class TrainBatches:
 
     Each batch is a dict ``{"x": float32 (local_batch, ...), "y": int32 (local_batch,)}`` where
     ``y`` is the clip's class (zeros when ``clip_labels`` is None). The last partial batch of an
-    epoch is dropped so every step has the same shape (one compilation). At most two blocks of
-    ``shuffle_clips`` clips are held in memory.
+    epoch is dropped so every step has the same shape (one compilation). At most three blocks of
+    ``shuffle_clips`` clips are held in memory (from shards, the next one is read ahead).
     """
 
     log_mels: object                  # (clips, frames, mels) float32 array or LazyLogMels
@@ -93,8 +94,9 @@ class TrainBatches:
         if self.shuffle_clips < 1:
             raise ValueError(f"shuffle_clips must be at least 1, got {self.shuffle_clips}")
         self._local = self.global_batch_size // self.process_count
-        self._clip_order = None
-        self._blocks = {}   # (epoch, block) -> (clips of the block, window order, log-Mels)
+        self._blocks = {}    # (epoch, block) -> (clips of the block, window order, log-Mels)
+        self._pending = {}   # (epoch, block) -> Future of the same, read ahead from the shards
+        self._reader = None
 
     def get_state(self) -> dict[str, int]:
         """Position in the stream (JSON-serialisable), for checkpoints."""
@@ -105,17 +107,27 @@ class TrainBatches:
             raise ValueError(f"checkpointed data seed {state['seed']} differs from the config's {self.seed}")
         self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
 
+    def _load_block(self, epoch: int, block: int):
+        """Clips (split rows), window order and log-Mels of one block of ``epoch``'s clip order;
+        a pure function of (seed, epoch, block)."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.log_mels))
+        clips = order[block * self.shuffle_clips:(block + 1) * self.shuffle_clips]
+        windows = np.random.default_rng([self.seed, epoch, block]).permutation(len(clips) * len(self._starts))
+        return clips, windows, read_rows(self.log_mels, clips)
+
     def _block(self, block: int):
-        """Clips (split rows), window order and log-Mels of one block of this epoch's clip order."""
+        """The block's data; from the shards, the next block is read ahead in a background thread
+        while this one is consumed (at most three blocks in memory)."""
         key = (self.epoch, block)
         if key not in self._blocks:
-            if self._clip_order is None or self._clip_order[0] != self.epoch:
-                order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.log_mels))
-                self._clip_order = (self.epoch, order)
-            clips = self._clip_order[1][block * self.shuffle_clips:(block + 1) * self.shuffle_clips]
-            windows = np.random.default_rng([self.seed, self.epoch, block]).permutation(
-                len(clips) * len(self._starts))
-            self._blocks[key] = (clips, windows, read_rows(self.log_mels, clips))
+            pending = self._pending.pop(key, None)
+            self._blocks[key] = pending.result() if pending else self._load_block(*key)
+            if isinstance(self.log_mels, LazyLogMels):
+                last_block = (self.steps_per_epoch * self.global_batch_size - 1) // self._block_windows
+                following = (self.epoch, block + 1) if block < last_block else (self.epoch + 1, 0)
+                if self._reader is None:
+                    self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mdg-read-ahead")
+                self._pending = {following: self._reader.submit(self._load_block, *following)}
         return self._blocks[key]
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:

@@ -1,0 +1,42 @@
+"""glibc's mmap threshold fixed (mdg.host_memory): freed multi-megabyte buffers go back to the
+system instead of staying as holes in the heap. Each case runs in a fresh interpreter."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mdg import host_memory
+
+PROGRAM = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import psutil
+    from mdg import host_memory
+
+    if sys.argv[1] == "fixed":
+        assert host_memory.fix_mmap_threshold()
+    rss = lambda: psutil.Process().memory_info().rss
+    big = np.ones(16 << 20, np.uint8)   # freeing it raises glibc's dynamic threshold to 16 MiB
+    del big
+    base = rss()
+    live, freed = [], []
+    for _ in range(50):   # 4 MiB buffers interleaved with small long-lived ones, as in a run
+        freed.append(np.ones(4 << 20, np.uint8))
+        live.append(np.ones(200_000, np.uint8))
+    del freed
+    print((rss() - base) / 2**20)
+""")
+
+
+def retained_mib(mode):
+    out = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
+@pytest.mark.skipif(not host_memory.fix_mmap_threshold(), reason="the C library is not glibc")
+def test_freed_buffers_are_returned_with_the_fixed_threshold_and_kept_without():
+    assert retained_mib("fixed") < 40            # ~10 MiB of live small buffers
+    assert retained_mib("dynamic") > 100         # the 200 MiB of freed buffers stay resident
+
