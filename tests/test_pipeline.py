@@ -100,6 +100,13 @@ def test_lazy_clips_give_the_same_batches_reading_at_most_two_blocks_at_a_time()
     epochs_touched = 30 // stream.steps_per_epoch + 1
     assert sum(reader.calls) <= NUM_CLIPS * epochs_touched   # each clip read once per epoch
 
+    one_block, reader = lazy(data)   # a split that fits in one block is read once and kept
+    kwargs["shuffle_clips"] = NUM_CLIPS
+    for a, b in zip(batches_of(pipeline.TrainBatches(data, **kwargs), 30),
+                    batches_of(pipeline.TrainBatches(one_block, **kwargs), 30)):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    assert reader.calls == [NUM_CLIPS]
+
 
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_eval_batches_cover_all_windows_in_order_from_arrays_and_lazy_clips(process_count):

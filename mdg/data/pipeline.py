@@ -97,6 +97,7 @@ class TrainBatches:
         self._blocks = {}    # (epoch, block) -> (clips of the block, window order, log-Mels)
         self._pending = {}   # (epoch, block) -> Future of the same, read ahead from the shards
         self._reader = None
+        self._resident = None   # the whole split, when it fits in one block
 
     def get_state(self) -> dict[str, int]:
         """Position in the stream (JSON-serialisable), for checkpoints."""
@@ -113,6 +114,10 @@ class TrainBatches:
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.log_mels))
         clips = order[block * self.shuffle_clips:(block + 1) * self.shuffle_clips]
         windows = np.random.default_rng([self.seed, epoch, block]).permutation(len(clips) * len(self._starts))
+        if len(self.log_mels) <= self.shuffle_clips:   # the split is one block: read it once, keep it
+            if self._resident is None:
+                self._resident = read_rows(self.log_mels, np.arange(len(self.log_mels)))
+            return clips, windows, self._resident[clips]
         return clips, windows, read_rows(self.log_mels, clips)
 
     def _block(self, block: int):
@@ -122,7 +127,7 @@ class TrainBatches:
         if key not in self._blocks:
             pending = self._pending.pop(key, None)
             self._blocks[key] = pending.result() if pending else self._load_block(*key)
-            if isinstance(self.log_mels, LazyLogMels):
+            if isinstance(self.log_mels, LazyLogMels) and len(self.log_mels) > self.shuffle_clips:
                 last_block = (self.steps_per_epoch * self.global_batch_size - 1) // self._block_windows
                 following = (self.epoch, block + 1) if block < last_block else (self.epoch + 1, 0)
                 if self._reader is None:
