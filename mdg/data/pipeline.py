@@ -116,7 +116,8 @@ class TrainBatches:
         windows = np.random.default_rng([self.seed, epoch, block]).permutation(len(clips) * len(self._starts))
         if len(self.log_mels) <= self.shuffle_clips:   # the split is one block: read it once, keep it
             if self._resident is None:
-                self._resident = read_rows(self.log_mels, np.arange(len(self.log_mels)))
+                self._resident = (read_rows(self.log_mels, np.arange(len(self.log_mels)))
+                                  if isinstance(self.log_mels, LazyLogMels) else self.log_mels)
             return clips, windows, self._resident[clips]
         return clips, windows, read_rows(self.log_mels, clips)
 
