@@ -30,19 +30,25 @@ from flax import nnx
 from mdg import sharding
 
 
+def batch_norm_layers(model: nnx.Module) -> list[nnx.BatchNorm]:
+    """The model's BatchNorm layers, in a fixed (graph) order."""
+    return [m for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)]
+
+
 def has_batch_norm(model: nnx.Module) -> bool:
-    return any(isinstance(m, nnx.BatchNorm) for _, m in model.iter_modules())
+    return bool(batch_norm_layers(model))
 
 
 @functools.cache
 def batch_moments_fn(graphdef: nnx.GraphDef):
-    """Jitted ``fn(params, rest, x) -> {path: (mean, mean of squares)}`` of every BatchNorm's
-    input in a training-mode forward pass of one batch ``x`` (statistics as the layer computes
-    them, float32 ``(channels,)``). Cached per graph: compiled once."""
+    """Jitted ``fn(params, rest, x) -> [(mean, mean of squares)]``, one pair per BatchNorm layer
+    (:func:`batch_norm_layers` order), of the layer's input in a training-mode forward pass of
+    one batch ``x`` (statistics as the layer computes them, float32 ``(channels,)``). Cached per
+    graph: compiled once."""
 
     def batch_moments(params, rest, x):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        layers = [m for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)]
+        layers = batch_norm_layers(model)
         for layer in layers:
             layer.momentum = 0.0           # running statistics := this batch's statistics
         model.train()
@@ -70,8 +76,7 @@ def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mes
     if sums is None:
         return rest
     model = nnx.merge(graphdef, params, rest, copy=True)
-    layers = [m for _, m in model.iter_modules() if isinstance(m, nnx.BatchNorm)]
-    for layer, (mean_sum, square_sum) in zip(layers, sums, strict=True):
+    for layer, (mean_sum, square_sum) in zip(batch_norm_layers(model), sums, strict=True):
         mean = mean_sum / count
         layer.mean[...] = mean
         layer.var[...] = jnp.maximum(square_sum / count - jnp.square(mean), 0.0)

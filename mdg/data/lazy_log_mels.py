@@ -36,10 +36,6 @@ class LazyLogMels:
     def shape(self) -> tuple[int, ...]:
         return (len(self.rows),) + self.clip_shape
 
-    @property
-    def ndim(self) -> int:
-        return 3
-
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -79,6 +75,7 @@ def concatenate(parts: Sequence[LazyLogMels | np.ndarray]) -> LazyLogMels | np.n
     if not any(isinstance(p, LazyLogMels) for p in parts):
         return np.concatenate(parts)
     offsets = np.cumsum([0] + [len(p) for p in parts])
+    clip_shape = next(iter(shapes))
 
     def reader(rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows),) + clip_shape, np.float32)
@@ -88,5 +85,4 @@ def concatenate(parts: Sequence[LazyLogMels | np.ndarray]) -> LazyLogMels | np.n
             out[where] = read_rows(parts[part], rows[where] - offsets[part])
         return out
 
-    clip_shape = next(iter(shapes))
     return LazyLogMels(reader, np.arange(offsets[-1]), clip_shape)
