@@ -31,6 +31,7 @@ from typing import Sequence
 import soundfile
 import tqdm
 
+from mdg import preemption
 from mdg.data.layout import MIMII_DG_MACHINE_TYPES
 from mdg.data.synthetic import clips, domain_shifts
 
@@ -109,8 +110,15 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
             pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"))
             try:
-                futures = {pool.submit(_write_clips, *args, chunk, *settings): len(chunk)
-                           for chunk in chunks}
+                # Submitting spawns the workers. A SIGTERM / Ctrl-C raised in the middle of a spawn
+                # would leave a child reading a half-written start-up pipe (it dies with a
+                # traceback): the signal is held until every submit returned, then raised.
+                boundary = preemption.StepBoundary()
+                try:
+                    futures = {pool.submit(_write_clips, *args, chunk, *settings): len(chunk)
+                               for chunk in chunks}
+                finally:
+                    boundary.close()
                 for future in concurrent.futures.as_completed(futures):
                     rows += future.result()
                     bar.update(futures[future])
