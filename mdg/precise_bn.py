@@ -58,14 +58,14 @@ def batch_moments_fn(graphdef: nnx.GraphDef):
     return jax.jit(batch_moments)
 
 
-def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mesh) -> nnx.State:
+def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mesh) -> dict:
     """``rest`` with every BatchNorm's running mean and variance recomputed over ``batches``.
 
     Args:
       graphdef, params, rest: the model (training-mode graph), replicated over ``mesh``.
       batches: host batches ``{"x": (batch, ...)}`` of equal size (training windows).
     Returns:
-      the new ``rest`` state (everything but the BatchNorm statistics unchanged).
+      the new ``rest`` as a nested dict of arrays (everything but the BatchNorm statistics unchanged).
     """
     fn = batch_moments_fn(graphdef)
     sums, count = None, 0
@@ -80,4 +80,4 @@ def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mes
         mean = mean_sum / count
         layer.mean[...] = mean
         layer.var[...] = jnp.maximum(square_sum / count - jnp.square(mean), 0.0)
-    return nnx.split(model, nnx.Param, ...)[2]
+    return nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])

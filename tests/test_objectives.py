@@ -206,7 +206,7 @@ def test_adacos_scale_is_checkpointed_model_state(trained_classifier):
     config, unit, workdir, graphdef, state = trained_classifier
     initial = losses.adacos_initial_scale(len(unit.class_names))
     assert "scale" not in state["params"]["head"]          # not a gradient parameter
-    trained = np.asarray(state["rest"]["head"]["scale"].value)
+    trained = np.asarray(state["rest"]["head"]["scale"])
     assert np.isfinite(trained) and abs(float(trained) - initial) > 1e-3
     assert int(state["step"]) == 8
 
@@ -214,6 +214,6 @@ def test_adacos_scale_is_checkpointed_model_state(trained_classifier):
     assert ckpt.latest_step() == 8
     restored, _ = ckpt.restore(train_state_like(config, unit))
     ckpt.close()
-    np.testing.assert_array_equal(restored["rest"]["head"]["scale"].value, trained)
+    np.testing.assert_array_equal(restored["rest"]["head"]["scale"], trained)
     model = nnx.merge(graphdef, restored["params"], restored["rest"])
     assert float(model.head.scale.value) == float(trained)
