@@ -164,8 +164,9 @@ class MdgLogMel(tfds.core.ShardBasedBuilder, skip_registration=True):
     """
 
     # Bump when the record layout changes; part of the manifest, so old builds are not reused.
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "log-Mel spectrogram and clip metadata per record."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "log-Mel spectrogram and clip metadata per record.",
+                     "1.1.0": "log-Mel stored as raw bytes (Encoding.BYTES), not a float list."}
 
     def __init__(self, *, clips_by_split: dict[str, Sequence[layout.Clip]], settings: dict[str, Any],
                  on_error: str, batch_size: int, clips_per_shard: int, metadata: dict[str, Any], **kwargs):
@@ -185,7 +186,10 @@ class MdgLogMel(tfds.core.ShardBasedBuilder, skip_registration=True):
             builder=self,
             description="Log-Mel spectrograms (dB) and metadata of one machine type's clips.",
             features=tfds.features.FeaturesDict({
-                "log_mel": tfds.features.Tensor(shape=(None, self._settings["n_mels"]), dtype=np.float32),
+                # Raw little-endian bytes: TFDS's default float-list encoding converts every value in
+                # Python (13 ms per 10 s clip, ~3/4 of a build's time; bytes: 0.1 ms).
+                "log_mel": tfds.features.Tensor(shape=(None, self._settings["n_mels"]), dtype=np.float32,
+                                                encoding=tfds.features.Encoding.BYTES),
                 **{name: tfds.features.Text() for name in TEXT_FIELDS},
                 **{name: np.int32 for name in INT_FIELDS},
                 **{name: text_sequence for name in ATTRIBUTE_FIELDS},
