@@ -36,6 +36,7 @@ import collections
 import sys
 import time
 
+import jax
 import librosa
 import numpy as np
 from sklearn.decomposition import PCA
@@ -45,6 +46,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mdg import scoring
 from mdg.data import synthetic
 
 SAMPLE_RATE = 16000
@@ -187,13 +189,12 @@ def classifier_proxy(machine: str, train: dict, test: dict) -> dict[str, list[fl
         classes = list(model.classes_)
 
         def score(section, clip, frames):
-            log_p = model.predict_log_proba(features(frames)[None])[0]
+            log_p = model.predict_log_proba(features(frames)[None])   # (1, classes)
             own = label(section, clip, target)
-            candidates = ([classes.index(own)] if own in classes else
-                          [i for i, c in enumerate(classes) if c.split("|")[0] == str(section)])
-            best = max(log_p[i] for i in candidates)  # log p
-            floor = np.log(sys.float_info.epsilon)
-            return float(np.log(max(-np.expm1(best), sys.float_info.epsilon)) - max(best, floor))
+            candidates = np.array([[c == own if own in classes else c.split("|")[0] == str(section)
+                                    for c in classes]])
+            with jax.enable_x64(True):   # float64 as the rest of this report
+                return float(scoring.negative_logit_rows(log_p, candidates)[0])
 
         cell_aucs, kind_aucs = [], collections.defaultdict(list)
         for s, d in cells:
