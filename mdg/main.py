@@ -64,7 +64,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     console.setup(_LOG_LEVEL.value)
-    host_memory.fix_mmap_threshold()   # peak memory flat in the clip count (mdg/host_memory.py)
+    host_memory.configure_malloc()   # memory flat in the clip count, steps at full speed (host_memory.py)
     sharding.initialize_distributed()
     preemption.install()
     config = _CONFIG.value

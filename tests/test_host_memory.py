@@ -1,4 +1,4 @@
-"""glibc's mmap threshold fixed (mdg.host_memory): freed multi-megabyte buffers go back to the
+"""glibc malloc configured (mdg.host_memory.configure_malloc): freed multi-megabyte buffers go back to the
 system instead of staying as holes in the heap. Each case runs in a fresh interpreter."""
 
 import subprocess
@@ -16,7 +16,7 @@ PROGRAM = textwrap.dedent("""
     from mdg import host_memory
 
     if sys.argv[1] == "fixed":
-        assert host_memory.fix_mmap_threshold()
+        assert host_memory.configure_malloc()
     rss = lambda: psutil.Process().memory_info().rss
     big = np.ones(16 << 20, np.uint8)   # freeing it raises glibc's dynamic threshold to 16 MiB
     del big
@@ -35,8 +35,41 @@ def retained_mib(mode):
     return float(out.stdout.strip())
 
 
-@pytest.mark.skipif(not host_memory.fix_mmap_threshold(), reason="the C library is not glibc")
+@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
 def test_freed_buffers_are_returned_with_the_fixed_threshold_and_kept_without():
     assert retained_mib("fixed") < 40            # ~10 MiB of live small buffers
     assert retained_mib("dynamic") > 100         # the 200 MiB of freed buffers stay resident
 
+
+
+FAULTS_PROGRAM = textwrap.dedent("""
+    import resource
+    import sys
+    import numpy as np
+    from mdg import host_memory
+
+    if sys.argv[1] == "fixed":
+        assert host_memory.configure_malloc()
+    elif sys.argv[1] == "mmap_only":   # the trim threshold left at glibc's 128 KiB
+        assert host_memory.configure_malloc(trim_bytes=128 << 10)
+    faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(800_000, np.uint8)
+    before = faults()
+    for _ in range(300):   # a step's sub-threshold buffers, allocated and freed at the heap top
+        np.ones(800_000, np.uint8)
+    print((faults() - before) / 300)
+""")
+
+
+def page_faults_per_buffer(mode):
+    out = subprocess.run([sys.executable, "-c", FAULTS_PROGRAM, mode], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
+def test_heap_top_is_not_returned_and_faulted_in_again_every_step():
+    # 800 kB = ~195 pages: with the 128 KiB trim threshold each buffer is trimmed and faulted anew.
+    assert page_faults_per_buffer("mmap_only") > 150
+    assert page_faults_per_buffer("fixed") < 5
+    assert page_faults_per_buffer("dynamic") < 5
