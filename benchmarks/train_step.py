@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdg import objectives, sharding, train
+from mdg import host_memory, objectives, sharding, train
 from mdg.data import pipeline
 from mdg.models.autoencoder import AutoEncoder
 from mdg.models.mobilenet_v2 import (FIRST_CONV_CHANNELS, INVERTED_RESIDUAL_STAGES,
@@ -424,6 +424,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="",
                         help="comma-separated workload names (default: all of --models)")
     args = parser.parse_args()
+    host_memory.configure_malloc()   # as mdg.main: the AE step's speed depends on it (mdg/host_memory.py)
     workloads = [factory() for factory in WORKLOADS]
     for flag, field in (("models", "model"), ("workloads", "name")):
         known = {getattr(workload, field) for workload in workloads}
