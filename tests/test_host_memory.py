@@ -1,5 +1,6 @@
 """glibc malloc configured (mdg.host_memory.configure_malloc): freed multi-megabyte buffers go back to the
-system instead of staying as holes in the heap. Each case runs in a fresh interpreter."""
+system instead of staying as holes in the heap, a step's freed heap top is not returned and faulted
+in again, and threads share at most ARENA_MAX arenas. Each case runs in a fresh interpreter."""
 
 import subprocess
 import sys
@@ -30,9 +31,14 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
+def run(program: str, mode: str) -> float:
+    """The number ``program`` prints, run in a fresh interpreter with argument ``mode``."""
+    return float(subprocess.run([sys.executable, "-c", program, mode], capture_output=True, text=True,
+                                check=True).stdout)
+
+
 def retained_mib(mode):
-    out = subprocess.run([sys.executable, "-c", PROGRAM, mode], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    return run(PROGRAM, mode)
 
 
 @pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
@@ -62,9 +68,7 @@ FAULTS_PROGRAM = textwrap.dedent("""
 
 
 def page_faults_per_buffer(mode):
-    out = subprocess.run([sys.executable, "-c", FAULTS_PROGRAM, mode], capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout.strip())
+    return run(FAULTS_PROGRAM, mode)
 
 
 @pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
@@ -73,3 +77,44 @@ def test_heap_top_is_not_returned_and_faulted_in_again_every_step():
     assert page_faults_per_buffer("mmap_only") > 150
     assert page_faults_per_buffer("fixed") < 5
     assert page_faults_per_buffer("dynamic") < 5
+
+
+ARENAS_PROGRAM = textwrap.dedent("""
+    import ctypes
+    import sys
+    import tempfile
+    import threading
+    import numpy as np
+    from mdg import host_memory
+
+    if sys.argv[1] == "fixed":
+        assert host_memory.configure_malloc()
+    libc = ctypes.CDLL("libc.so.6")
+    libc.fopen.restype = ctypes.c_void_p
+    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.fclose.argtypes = [ctypes.c_void_p]
+    together = threading.Barrier(12)
+    kept = []
+
+    def allocate():   # a heap allocation from each of 12 threads alive at once
+        kept.append(np.ones(50_000, np.uint8))
+        together.wait()
+
+    threads = [threading.Thread(target=allocate) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with tempfile.NamedTemporaryFile(suffix=".xml") as report:
+        stream = libc.fopen(report.name.encode(), b"w")
+        libc.malloc_info(0, stream)
+        libc.fclose(stream)
+        print(open(report.name).read().count("<heap nr="))
+""")
+
+
+@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
+def test_threads_share_at_most_arena_max_arenas():
+    assert run(ARENAS_PROGRAM, "fixed") <= host_memory.ARENA_MAX
+    assert run(ARENAS_PROGRAM, "dynamic") > host_memory.ARENA_MAX   # glibc's default: up to 8 per core
