@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -92,6 +93,14 @@ class Checkpointer:
                                                       data=ocp.args.JsonRestore()))
                 except Exception as error:  # orbax/tensorstore raise many types for bad files
                     problem = f"unreadable: {type(error).__name__}: {str(error)[:300]}"
+                    try:
+                        state, data = self._restore_variables_format(step, state_like)
+                    except Exception:   # not that format either: damaged
+                        pass
+                    else:
+                        logging.warning("restored checkpoint of step %d, written in the earlier nnx Variable format",
+                                        step)
+                        return state, data
                 else:
                     logging.info("restored checkpoint of step %d", step)
                     return restored.state, restored.data
@@ -103,6 +112,26 @@ class Checkpointer:
             f"{self.directory}: no usable checkpoint ({'; '.join(problems)}); the damaged ones were moved "
             f"to {self.directory}.damaged. Rerun the same command to train this unit from scratch, or "
             "restore a backup of the folder")
+
+    def _restore_variables_format(self, step: int, state_like: Any) -> tuple[Any, dict]:
+        """Restores a checkpoint written while the train state held ``nnx.State`` (before
+        2026-11-29), which stored every Variable as ``{"value": array}``, into ``state_like``'s
+        plain-dict tree and shardings; raises if any leaf is missing or has another shape."""
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+
+        def leaf(path, like):
+            node = restored.state
+            for entry in path:   # DictKey, GetAttrKey (named tuples) or SequenceKey
+                name = next(getattr(entry, field) for field in ("key", "name", "idx") if hasattr(entry, field))
+                node = node[int(name)] if isinstance(node, (list, tuple)) else node[str(name)]
+            if isinstance(node, dict) and set(node) == {"value"}:
+                node = node["value"]
+            if np.shape(node) != like.shape:
+                raise ValueError(f"{jax.tree_util.keystr(path)}: shape {np.shape(node)}, expected {like.shape}")
+            return jax.device_put(node, like.sharding)
+
+        return jax.tree_util.tree_map_with_path(leaf, state_like), restored.data
 
     def _move_aside(self, step_dir: epath.Path) -> epath.Path:
         """Renames a damaged step folder out of the manager's sight; returns its new path."""

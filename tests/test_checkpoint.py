@@ -2,6 +2,7 @@
 
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -67,3 +68,33 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
     assert "step 20: missing commit_success.txt" in message and "from scratch" in message
     assert ckpt.latest_step() is None
     ckpt.close()
+
+
+def test_checkpoint_of_the_nnx_variable_format_resumes(tmp_path, caplog):
+    """Checkpoints written while the train state held nnx.State (each Variable saved as
+    {"value": array}) restore into today's plain-dict state, values and shardings intact."""
+    from flax import nnx
+
+    from mdg import sharding, train
+    from mdg.models.autoencoder import AutoEncoder
+
+    model = AutoEncoder(input_dim=20, hidden_dim=8, num_hidden_layers=1, bottleneck_dim=2, rngs=nnx.Rngs(0))
+    mesh = sharding.make_mesh()
+    tx = train.optimizer(1e-3)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    params = jax.tree.map(lambda x: x + 1.0, params)    # differs from a fresh state
+    old = sharding.replicate({"params": params, "rest": rest, "opt_state": tx.init(params),
+                              "step": jnp.array(7, jnp.int32), "rng": jnp.zeros(2, jnp.uint32)}, mesh)
+    ckpt = checkpoint.Checkpointer(tmp_path / "fan", save_every_steps=1, keep=2)
+    ckpt.save_now(7, old, {"step_in_epoch": 7})
+    ckpt.close()
+
+    fresh = sharding.replicate(train.initial_state(model, tx, seed=0), mesh)
+    ckpt = checkpoint.Checkpointer(tmp_path / "fan", save_every_steps=1, keep=2)
+    state, data = ckpt.restore(fresh)
+    ckpt.close()
+    assert data == {"step_in_epoch": 7} and int(state["step"]) == 7
+    assert jax.tree.structure(state) == jax.tree.structure(fresh)
+    np.testing.assert_array_equal(state["params"]["encoder"][0]["dense"]["kernel"],
+                                  nnx.to_pure_dict(params)["encoder"][0]["dense"]["kernel"])
+    assert "earlier nnx Variable format" in caplog.text and not (tmp_path / "fan.damaged").exists()
