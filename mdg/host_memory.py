@@ -10,8 +10,8 @@ Three glibc malloc settings, fixed at startup (``mallopt``), each measured on th
 2. trim threshold 64 MiB. Fixing the mmap threshold stops glibc from raising the trim threshold
    with it (to twice the mmap threshold), and at its 128 KiB default every step's few megabytes
    of freed buffers at the top of the heap went back to the system and were faulted in again on
-   the next step: the full-size AE, fed as mdg.main feeds it, trained at 130-145 steps/s instead of 177-214. 64 MiB is the
-   value the dynamic scheme reaches itself; speed is back (199-215 steps/s).
+   the next step: the full-size AE, fed as mdg.main feeds it, trained at 130-145 steps/s instead
+   of 177-214. 64 MiB is the value the dynamic scheme reaches itself; speed is back (199-215).
 3. at most 4 arenas. The trim threshold holds per malloc arena, and glibc makes up to 8 arenas
    per core as threads allocate (XLA's workers, read-ahead, checkpoint writers), so free tops
    piled up as new threads came: RSS before each of the five units of a 1-epoch 4x run went
