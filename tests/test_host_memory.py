@@ -2,6 +2,7 @@
 system instead of staying as holes in the heap, a step's freed heap top is not returned and faulted
 in again, and threads share at most ARENA_MAX arenas. Each case runs in a fresh interpreter."""
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,9 @@ import textwrap
 import pytest
 
 from mdg import host_memory
+
+# platform.libc_ver, not configure_malloc: the check must not change this pytest process's malloc.
+GLIBC_ONLY = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the C library is not glibc")
 
 PROGRAM = textwrap.dedent("""
     import sys
@@ -41,7 +45,7 @@ def retained_mib(mode):
     return run(PROGRAM, mode)
 
 
-@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
+@GLIBC_ONLY
 def test_freed_buffers_are_returned_with_the_fixed_threshold_and_kept_without():
     assert retained_mib("fixed") < 40            # ~10 MiB of live small buffers
     assert retained_mib("dynamic") > 100         # the 200 MiB of freed buffers stay resident
@@ -71,7 +75,7 @@ def page_faults_per_buffer(mode):
     return run(FAULTS_PROGRAM, mode)
 
 
-@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
+@GLIBC_ONLY
 def test_heap_top_is_not_returned_and_faulted_in_again_every_step():
     # 800 kB = ~195 pages: with the 128 KiB trim threshold each buffer is trimmed and faulted anew.
     assert page_faults_per_buffer("mmap_only") > 150
@@ -114,7 +118,7 @@ ARENAS_PROGRAM = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not host_memory.configure_malloc(), reason="the C library is not glibc")
+@GLIBC_ONLY
 def test_threads_share_at_most_arena_max_arenas():
     assert run(ARENAS_PROGRAM, "fixed") <= host_memory.ARENA_MAX
     assert run(ARENAS_PROGRAM, "dynamic") > host_memory.ARENA_MAX   # glibc's default: up to 8 per core
