@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mdg import sharding
+from mdg import models, sharding
 
 
 def batch_norm_layers(model: nnx.Module) -> list[nnx.BatchNorm]:
@@ -80,4 +80,4 @@ def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mes
         mean = mean_sum / count
         layer.mean[...] = mean
         layer.var[...] = jnp.maximum(square_sum / count - jnp.square(mean), 0.0)
-    return nnx.to_pure_dict(nnx.split(model, nnx.Param, ...)[2])
+    return models.split_pure(model)[1]

@@ -53,3 +53,12 @@ def create_model(name: str, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
 
 
 __all__ = ["AutoEncoder", "MobileNetV2", "MODELS", "KINDS", "model_class", "create_model"]
+
+
+def split_pure(model: nnx.Module) -> tuple[dict, dict]:
+    """``(params, rest)`` of ``model`` as nested dicts of arrays (``rest``: BN statistics, head
+    scale). The train state holds these plain dicts rather than ``nnx.State``: every jitted call
+    flattens its arguments, and Variable wrappers cost ~10x a dict's (measured 0.63 vs 0.07 ms per
+    AE state, about a fifth of the step's host time); ``nnx.merge`` takes them as they are."""
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    return nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
