@@ -29,7 +29,7 @@ from mdg.data import pipeline
 
 # Per-window outputs by model kind; see row_outputs.
 ROW_OUTPUTS = {"reconstruction": ("sq_err", "residual", "embedding", "loss"),
-               "classifier": ("neg_logit", "embedding", "loss")}
+               "classifier": ("neg_logit", "correct", "embedding", "loss")}
 MIN_CLIP_BUCKET = 16
 
 
@@ -39,7 +39,8 @@ def row_outputs(model, batch: dict[str, jax.Array], objective, wanted: tuple[str
     reconstruction models: ``sq_err`` mean squared reconstruction error of the window,
     ``residual`` input minus reconstruction (window * mels).
     classifiers: ``neg_logit`` (:func:`mdg.scoring.negative_logit_rows`; ``batch["y"]`` is the
-    (batch, classes) bool mask of the window's clip's candidate classes).
+    (batch, classes) bool mask of the window's clip's candidate classes), ``correct`` 1 where the
+    window's most probable class (over all classes) is one of its candidates, else 0.
     both: ``embedding``; ``loss`` the objective's per-window loss (no AdaCos scale update).
     """
     outputs = model.outputs(batch["x"])
@@ -52,6 +53,8 @@ def row_outputs(model, batch: dict[str, jax.Array], objective, wanted: tuple[str
         candidates = batch["y"]
         targets = candidates / jnp.sum(candidates, axis=1, keepdims=True)
         rows["neg_logit"] = scoring.negative_logit_rows(outputs["logits"], candidates)
+        predicted = jnp.argmax(outputs["logits"], axis=1)
+        rows["correct"] = jnp.take_along_axis(candidates, predicted[:, None], axis=1)[:, 0]
     if "loss" in wanted:
         rows["loss"] = objective.row_loss(model, outputs, batch["x"], targets, training=False)
     return {name: rows[name].astype(jnp.float32) for name in wanted}

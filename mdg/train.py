@@ -252,13 +252,18 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
             f"{unit.name}: no finished checkpoint in {workdir / 'checkpoints' / unit.name} (newest step "
             f"{ckpt.latest_step()}, training needs {total_steps}); run --mode train or all first")
 
-    def validation_loss() -> float:
+    def validation() -> dict[str, float]:
+        """Mean loss over the held-out clips' windows (``val_loss``); classifiers also the share
+        of windows whose most probable class is the clip's own (``val_accuracy``), which a
+        confidently wrong minority can hide in the loss."""
+        wanted = ("loss",) if classes is None else ("loss", "correct")
         means = clip_outputs.clip_means(
-            eval_graphdef, {"params": state["params"], "rest": state["rest"]}, objective, ("loss",),
+            eval_graphdef, {"params": state["params"], "rest": state["rest"]}, objective, wanted,
             log_mels[val_idx], mesh, window=config.input.window, hop=config.input.train_hop,
             flatten=config.input.flatten, batch_size=config.input.eval_batch_size,
             clip_classes=val_candidates)
-        return float(np.mean(means["loss"]))
+        names = {"loss": "val_loss", "correct": "val_accuracy"}
+        return {names[k]: float(np.mean(means[k])) for k in wanted}   # every clip has as many windows
 
     # --- Loop.
     metrics_path = workdir / "metrics.jsonl"
@@ -290,7 +295,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
                 record = {"unit": unit.name, "step": step, "epoch": data_state["epoch"], "loss": loss,
                           "learning_rate": float(config.train.learning_rate)}
                 if len(val_idx):
-                    record["val_loss"] = validation_loss()
+                    record.update(validation())
                 seconds = time.perf_counter() - epoch_start   # training + validation
                 record.update(epoch_time_s=seconds, compile_s=compile_clock[0] - compile_at_epoch_start,
                               samples_per_s=(step - steps_at_epoch_start) * config.train.batch_size / seconds)

@@ -4,6 +4,8 @@ float64 from its parameters; MobileNetV2 by one unpadded call of the model), per
 block covariances in numpy float64. Batch sizes that do and do not divide the window count, clip
 counts on both sides of a power-of-two clip bucket, 1- and 8-device meshes.
 """
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from flax import nnx
 from scipy.special import log_softmax, logsumexp
 
 from mdg import clip_outputs, models, objectives, sharding
+from mdg.data import pipeline
 from mdg.models.layers import FusedBatchNorm
 
 MELS, WINDOW, HOP, FRAMES = 8, 5, 2, 13          # AE: 5 windows per clip
@@ -128,8 +131,8 @@ def test_autoencoder_clip_means_agree_on_1_and_8_devices(autoencoder):
 
 
 def mobilenet_reference(graphdef, model_state, log_mels, candidates, window, hop):
-    """Per-clip means of neg_logit and embedding: one unpadded call of the eval model on all
-    windows, the negative-logit formula in numpy float64."""
+    """Per-clip means of neg_logit, correct and embedding: one unpadded call of the eval model on
+    all windows, the negative-logit formula in numpy float64."""
     windows = windows_of(log_mels, window, hop)
     num_clips, per_clip = windows.shape[:2]
     outputs = jax.jit(lambda s, x: nnx.merge(graphdef, s["params"], s["rest"]).outputs(x))(
@@ -139,7 +142,8 @@ def mobilenet_reference(graphdef, model_state, log_mels, candidates, window, hop
     best = np.where(candidates[:, None, :], log_p, -np.inf).max(axis=2)       # most probable candidate
     log_rest = np.log1p(-np.exp(best))
     neg_logit = np.maximum(log_rest, np.log(EPS)) - np.maximum(best, np.log(EPS))
-    return {"neg_logit": neg_logit.mean(axis=1), "count": np.full(num_clips, per_clip),
+    correct = np.take_along_axis(candidates[:, None, :], logits.argmax(axis=2)[:, :, None], axis=2)[:, :, 0]
+    return {"neg_logit": neg_logit.mean(axis=1), "correct": correct.mean(axis=1), "count": np.full(num_clips, per_clip),
             "embedding": np.float64(outputs["embedding"]).reshape(num_clips, per_clip, -1).mean(axis=1)}
 
 
@@ -155,16 +159,37 @@ def test_mobilenet_clip_means_match_a_numpy_loop_on_1_and_8_devices(trained_clas
     want = mobilenet_reference(graphdef, model_state, log_mels, candidates, config.input.window,
                               config.input.eval_hop)
     assert np.std(want["neg_logit"]) > 1e-3     # a model whose logits vary, so the comparison has teeth
+    assert 0 < np.mean(want["correct"]) < 1
     objective = objectives.from_config(config)
     results = []
     for n in (1, 8):
         mesh = sharding.make_mesh(n)
         results.append(clip_outputs.clip_means(
-            graphdef, sharding.replicate(model_state, mesh), objective, ("neg_logit", "embedding"), log_mels,
+            graphdef, sharding.replicate(model_state, mesh), objective, ("neg_logit", "correct", "embedding"), log_mels,
             mesh, window=config.input.window, hop=config.input.eval_hop, flatten=False, batch_size=16, clip_classes=candidates))
     for got in results:
         np.testing.assert_allclose(got["neg_logit"], want["neg_logit"], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got["embedding"], want["embedding"], rtol=1e-4, atol=1e-5)
         np.testing.assert_array_equal(got["count"], want["count"])
+        np.testing.assert_allclose(got["correct"], want["correct"], atol=1e-6)
     for name in ("neg_logit", "embedding"):   # float32 kernels differ with the per-device batch (16 vs 2)
         np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-4, atol=1e-4)
+
+
+def test_validation_accuracy_of_the_last_epoch_is_that_of_the_final_model(tmp_path):
+    """metrics.jsonl's val_accuracy (classifiers): the share of held-out windows whose most probable
+    class is their clip's, here recomputed with numpy from the returned (final) model."""
+    from mdg import train
+    from test_train import fake_classifier_unit, tiny_classifier_config
+
+    config, unit = tiny_classifier_config("softmax"), fake_classifier_unit()
+    config.data.validation_split = 0.25                                  # 3 of the 12 clips
+    graphdef, state = train.train_unit(config, unit, sharding.make_mesh(1), tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == config.train.num_epochs and all(0 <= r["val_accuracy"] <= 1 for r in records)
+    _, val_idx = pipeline.split_validation(len(unit.train["log_mel"]), config.data.validation_split, config.seed)
+    candidates = np.eye(len(unit.class_names), dtype=bool)[unit.train_classes[val_idx]]
+    want = mobilenet_reference(graphdef, {"params": state["params"], "rest": state["rest"]},
+                               unit.train["log_mel"][val_idx], candidates, config.input.window,
+                               config.input.train_hop)
+    assert records[-1]["val_accuracy"] == pytest.approx(np.mean(want["correct"]), abs=1e-6)

@@ -195,7 +195,8 @@ def read_metrics(path: str | os.PathLike) -> dict[str, list[dict]]:
 
 
 def training_figure(unit: str, records: list[dict]):
-    """Training and validation loss per epoch of one unit."""
+    """Training and validation loss per epoch of one unit, and a classifier's validation accuracy
+    (right axis, %)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     epochs = [r["epoch"] for r in records]
@@ -212,7 +213,16 @@ def training_figure(unit: str, records: list[dict]):
     ax.set(xlabel="epoch", ylabel="loss (log scale)" if ax.get_yscale() == "log" else "loss",
            title=f"training curve: {unit}")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    accuracy = [(r["epoch"], 100 * r["val_accuracy"]) for r in records
+                if r.get("val_accuracy") is not None and np.isfinite(r["val_accuracy"])]
+    if accuracy:
+        right = ax.twinx()
+        right.plot(*zip(*accuracy), marker="s", markersize=3, color="tab:green", label="validation accuracy")
+        right.set(ylabel="validation accuracy (%)", ylim=(0, 100))
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels)
     fig.tight_layout()
     return fig
 
