@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from mdg import models, sharding
@@ -41,21 +42,36 @@ def has_batch_norm(model: nnx.Module) -> bool:
 
 @functools.cache
 def batch_moments_fn(graphdef: nnx.GraphDef):
-    """Jitted ``fn(params, rest, x) -> [(mean, mean of squares)]``, one pair per BatchNorm layer
-    (:func:`batch_norm_layers` order), of the layer's input in a training-mode forward pass of
-    one batch ``x`` (statistics as the layer computes them, float32 ``(channels,)``). Cached per
-    graph: compiled once."""
+    """Jitted ``fn(params, rest, x, sums) -> sums`` adding one batch's moments to ``sums``:
+    one ``(mean, mean of squares)`` pair per BatchNorm layer (:func:`batch_norm_layers` order) of
+    the layer's input in a training-mode forward pass of the batch ``x`` (statistics as the layer
+    computes them, float32 ``(channels,)``). Cached per graph: compiled once.
 
-    def batch_moments(params, rest, x):
+    The sums are added inside the compiled function, so each batch is one launch on every device;
+    eager per-layer additions on arrays that span several processes could deadlock the processes
+    (seen in the 2-process test)."""
+
+    def batch_moments(params, rest, x, sums):
         model = nnx.merge(graphdef, params, rest, copy=True)
         layers = batch_norm_layers(model)
         for layer in layers:
             layer.momentum = 0.0           # running statistics := this batch's statistics
         model.train()
         model.outputs(x)
-        return [(layer.mean[...], layer.var[...] + jnp.square(layer.mean[...])) for layer in layers]
+        return [(mean_sum + layer.mean[...], square_sum + layer.var[...] + jnp.square(layer.mean[...]))
+                for layer, (mean_sum, square_sum) in zip(layers, sums, strict=True)]
 
-    return jax.jit(batch_moments)
+    return jax.jit(batch_moments, donate_argnums=(3,))
+
+
+@jax.jit
+def population_statistics(sums, count):
+    """Per layer ``(mean, variance)`` pooled over ``count`` equal-size batches from the moment sums."""
+    pooled = []
+    for mean_sum, square_sum in sums:
+        mean = mean_sum / count
+        pooled.append((mean, jnp.maximum(square_sum / count - jnp.square(mean), 0.0)))
+    return pooled
 
 
 def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mesh) -> dict:
@@ -68,16 +84,17 @@ def recompute(graphdef: nnx.GraphDef, params, rest, batches: Iterable[dict], mes
       the new ``rest`` as a nested dict of arrays (everything but the BatchNorm statistics unchanged).
     """
     fn = batch_moments_fn(graphdef)
-    sums, count = None, 0
-    for batch in batches:
-        moments = fn(params, rest, sharding.shard_batch({"x": batch["x"]}, mesh)["x"])
-        sums = moments if sums is None else jax.tree.map(jnp.add, sums, moments)
-        count += 1
-    if sums is None:
-        return rest
     model = nnx.merge(graphdef, params, rest, copy=True)
-    for layer, (mean_sum, square_sum) in zip(batch_norm_layers(model), sums, strict=True):
-        mean = mean_sum / count
+    layers = batch_norm_layers(model)
+    zeros = [np.zeros(layer.mean[...].shape, layer.mean[...].dtype) for layer in layers]   # host: no launch
+    sums = sharding.replicate([(z, z) for z in zeros], mesh)
+    count = 0
+    for batch in batches:
+        sums = fn(params, rest, sharding.shard_batch({"x": batch["x"]}, mesh)["x"], sums)
+        count += 1
+    if not count:
+        return rest
+    for layer, (mean, var) in zip(layers, population_statistics(sums, count), strict=True):
         layer.mean[...] = mean
-        layer.var[...] = jnp.maximum(square_sum / count - jnp.square(mean), 0.0)
+        layer.var[...] = var
     return models.split_pure(model)[1]
