@@ -3,11 +3,16 @@ synthetic benchmark.
 
     python -m mdg.sweep --config configs/sweeps/dg_losses.py --workdir workdirs/dg_sweep
     python -m mdg.sweep --config configs/sweeps/dg_losses.py:cpu --workdir workdirs/dg_sweep_cpu
+    python -m mdg.sweep --config configs/sweeps/dg_losses.py:baselines --workdir workdirs/baselines
     python -m mdg.sweep --config configs/sweeps/dg_losses.py:tiny --workdir /tmp/dg_tiny   # tests
 
 ``cpu``: what fits one 2-core CPU in about an hour: the same default data, models and training,
 on two of the five machine types (fan, valve), without the plain ``adacos`` variant (sub-cluster
 AdaCos with its 16 centres per class is the AdaCos loss the DCASE systems use).
+
+``baselines``: the two default main jobs (``configs/ae.py``, ``configs/mobilenet_v2.py``, all five
+machine types, their own scores) x 3 seeds, differences taken against the AE's MSE: the README's
+default-run table (about an hour on a 2-core CPU).
 
 ``variants``: name -> ``"<config file>[:variant] [--config.KEY=VALUE ...]"``, the arguments of one
 ``python -m mdg.main`` run (the sweep adds ``--workdir`` and ``--config.seed``). Every MobileNetV2
@@ -29,8 +34,13 @@ def get_config(variant: str = ""):
         c.bootstrap = 50
         c.baseline = "ae/mse"
         return c
+    if variant == "baselines":
+        c.variants = {"ae": "configs/ae.py", "mobilenet_v2": "configs/mobilenet_v2.py"}
+        c.baseline = "ae/mse"
+        return c
     if variant not in ("", "cpu"):
-        raise ValueError(f"unknown variant {variant!r} of configs/sweeps/dg_losses.py (known: cpu, tiny)")
+        raise ValueError(f"unknown variant {variant!r} of configs/sweeps/dg_losses.py "
+                         "(known: cpu, baselines, tiny)")
     c.variants = {
         "ae": "configs/ae.py",
         "mobilenet_v2": f"configs/mobilenet_v2.py {EMBEDDING_SCORES}",
