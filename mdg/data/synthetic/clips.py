@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -84,7 +84,8 @@ def check_audio_args(sample_rate: int, duration_s: float) -> None:
 
 
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
-                    *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0
+                    *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0,
+                    environment_replace: Mapping[str, Mapping[str, str]] | None = None
                     ) -> SyntheticClip:
     """Synthesizes one clip; the same arguments always give the same samples.
 
@@ -98,12 +99,16 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       seed: dataset seed.
       sample_rate: Hz.
       duration_s: clip length in seconds.
+      environment_replace: {dimension: {pool value: other value}}: the same clip re-rendered in
+        another environment (see `domain_shifts.environment`); None for the dataset's clip.
     Returns:
       The clip: file name, attributes, anomaly kind, environment and int16 samples of shape
       (round(duration_s * sample_rate),).
     """
     _check_clip_args(machine, section, domain, split, label, index)
     check_audio_args(sample_rate, duration_s)
+    if environment_replace:
+        domain_shifts.check_replace(machine, environment_replace)
     rng = np.random.default_rng(
         clip_seed_sequence(seed, machine, section, domain, split, label, index))
     ctx = p.Ctx(rng=rng, sr=int(sample_rate), n=int(round(duration_s * sample_rate)))
@@ -117,7 +122,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
         intensity = float(rng.uniform(*anomalies.ANOMALY_LEVELS[machine][anomaly]))
     attrs = dict(attributes)
     sound = machines.SOUNDS[machine](ctx, section, attrs, anomaly, intensity or 0.0)
-    env = domain_shifts.environment(ctx, machine, attrs)
+    env = domain_shifts.environment(ctx, machine, attrs, environment_replace)
     pcm = domain_shifts.render(ctx, machine, env, sound)
     return SyntheticClip(file_name=clip_file_name(section, domain, split, label, index, attributes),
                          attributes=attributes, anomaly=anomaly, anomaly_intensity=intensity,

@@ -215,14 +215,37 @@ def _colour(ctx: p.Ctx, x: np.ndarray, name: str) -> np.ndarray:
         np.float32)
 
 
-def environment(ctx: p.Ctx, machine: str, attrs: Mapping[str, str]) -> dict[str, str]:
+def environment(ctx: p.Ctx, machine: str, attrs: Mapping[str, str],
+                replace: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, str]:
     """The clip's value of every environment dimension of `machine`: from `attrs` where named,
-    else drawn from the shared source pool (SOURCE_ENVIRONMENT)."""
+    else drawn from the shared source pool (SOURCE_ENVIRONMENT).
+
+    `replace` ({dimension: {pool value: other value}}) re-renders a clip in another environment:
+    a drawn pool value is swapped after the draw, so the random stream, the machine sound and every
+    other draw stay the same (counterfactual clips, docs/synthetic_counterfactual.py). Dimensions
+    the clip's attributes name are never replaced.
+    """
     chosen = {}
     for dimension, pool in SOURCE_ENVIRONMENT[machine].items():
         drawn = pool[int(ctx.rng.integers(len(pool)))]  # drawn always: same stream in all sections
+        if replace and dimension in replace:
+            drawn = replace[dimension].get(drawn, drawn)
         chosen[dimension] = attrs.get(dimension, drawn)
     return chosen
+
+
+def check_replace(machine: str, replace: Mapping[str, Mapping[str, str]]) -> None:
+    """Raises ValueError when `replace` (see `environment`) names a dimension `machine` has no
+    pool for, or a value that dimension does not know."""
+    known = {"f-n": BACKGROUND_KINDS, "m-n": ("W", "X", "Y", "Z"), "n-lv": tuple(NOISE_LEVEL_SNR_DB),
+             "loc": tuple("ABCDEFGH"), "panel": ("open", "bs-c", "b-c", "s-c")}
+    for dimension, mapping in replace.items():
+        if dimension not in SOURCE_ENVIRONMENT[machine]:
+            raise ValueError(f"{machine} has no environment dimension {dimension!r} to replace; it has "
+                             f"{tuple(SOURCE_ENVIRONMENT[machine])}")
+        unknown = sorted((set(mapping) | set(mapping.values())) - set(known[dimension]))
+        if unknown:
+            raise ValueError(f"{machine}: unknown {dimension!r} value(s) {unknown}; known: {known[dimension]}")
 
 
 def render(ctx: p.Ctx, machine: str, env: Mapping[str, str], sound: np.ndarray) -> np.ndarray:
