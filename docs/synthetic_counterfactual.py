@@ -3,8 +3,8 @@
 Takes a finished run on the built-in synthetic data (``python -m mdg.main ... --workdir RUN``) and
 writes its dataset again with the *source-domain test clips* re-rendered with environment values
 replaced, e.g. the fan's noise level L1, L2 -> L3, L4 (the target values of fan section 02): the
-same machine sound and the same random draws, only the environment differs
-(``synthesize_clip(environment_replace=...)``). A copy of the run's checkpoints then scores the
+same machine sound and attribute, anomaly and pool draws, only the environment rendered around it
+differs (``synthesize_clip(environment_replace=...)``). A copy of the run's checkpoints then scores the
 altered test set (``mdg.main`` resumes at the last step and only scores), and the script prints,
 per machine type, score, section, domain and label, the median anomaly score of the run and of
 the counterfactual. Sections whose attributes name a replaced dimension keep their clips, and so do

@@ -221,9 +221,10 @@ def environment(ctx: p.Ctx, machine: str, attrs: Mapping[str, str],
     else drawn from the shared source pool (SOURCE_ENVIRONMENT).
 
     `replace` ({dimension: {pool value: other value}}) re-renders a clip in another environment:
-    a drawn pool value is swapped after the draw, so the random stream, the machine sound and every
-    other draw stay the same (counterfactual clips, docs/synthetic_counterfactual.py). Dimensions
-    the clip's attributes name are never replaced.
+    a drawn pool value is swapped after the draw, so the machine sound, the attribute and anomaly
+    draws and the pool draws stay the same; only the rendering of the environment (done last)
+    differs (counterfactual clips, docs/synthetic_counterfactual.py). Dimensions the clip's
+    attributes name are never replaced.
     """
     chosen = {}
     for dimension, pool in SOURCE_ENVIRONMENT[machine].items():
