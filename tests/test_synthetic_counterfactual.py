@@ -62,7 +62,7 @@ def test_replacement_changes_exactly_the_rerendered_clips(tiny_run, tmp_path, en
     assert before.index.equals(after.index)
     names = before.index.get_level_values("file_name")
     sections = np.array([int(name[8:10]) for name in names])
-    named = np.array([machine == "fan" and section == 1  # fan section 01's attribute is f-n
+    named = np.array(["f-n" in synthetic.SECTIONS[machine][section].attribute_names  # fan 01
                       for machine, section in zip(before.index.get_level_values("class"), sections)])
     rerendered = names.str.contains("_source_test_") & ~named
     changed = ~np.isclose(before.to_numpy(), after.to_numpy(), rtol=1e-6, atol=0)

@@ -235,11 +235,25 @@ def environment(ctx: p.Ctx, machine: str, attrs: Mapping[str, str],
     return chosen
 
 
+def _environment_values() -> dict[str, tuple[str, ...]]:
+    """Every value each environment dimension takes in any machine type: its source pools and the
+    attribute values of the sections that name it (rendering does not depend on the machine type)."""
+    values: dict[str, set[str]] = {}
+    for pools in SOURCE_ENVIRONMENT.values():
+        for dimension, pool in pools.items():
+            values.setdefault(dimension, set()).update(pool)
+    for specs in SECTIONS.values():
+        for spec in specs:
+            for position, name in enumerate(spec.attribute_names):
+                if name in values:
+                    values[name].update(v[position] for v in spec.source + spec.target)
+    return {dimension: tuple(sorted(found)) for dimension, found in values.items()}
+
+
 def check_replace(machine: str, replace: Mapping[str, Mapping[str, str]]) -> None:
     """Raises ValueError when `replace` (see `environment`) names a dimension `machine` has no
     pool for, or a value that dimension does not know."""
-    known = {"f-n": BACKGROUND_KINDS, "m-n": ("W", "X", "Y", "Z"), "n-lv": tuple(NOISE_LEVEL_SNR_DB),
-             "loc": tuple("ABCDEFGH"), "panel": ("open", "bs-c", "b-c", "s-c")}
+    known = _environment_values()
     for dimension, mapping in replace.items():
         if dimension not in SOURCE_ENVIRONMENT[machine]:
             raise ValueError(f"{machine} has no environment dimension {dimension!r} to replace; it has "
