@@ -1,6 +1,7 @@
 """The sweep runner end to end (tiny grid: 2 variants x 2 seeds) and the comparison statistics."""
 
 import csv
+import importlib.util
 import json
 import os
 import pathlib
@@ -9,9 +10,12 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 from sklearn.metrics import roc_auc_score
 
 from mdg import compare
+from mdg import sweep as mdg_sweep
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -94,3 +98,28 @@ def test_difference_interval_separates_a_real_gap_and_covers_none():
         other = _fake_run(rng, 1.0)
         other.keys = other.keys[::-1]
         compare.difference_interval([other], "m", same, "m", replicates=10)
+
+
+@pytest.mark.parametrize("sweep_variant", ["", "cpu", "baselines", "machine_section", "tiny"])
+def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant):
+    """Each run's config file, its ``:variant`` and every ``--config.KEY=VALUE`` override resolve
+    as ``mdg.main`` would parse them (an unknown key or variant fails here, not an hour into a sweep)."""
+    spec = importlib.util.spec_from_file_location("dg_losses", ROOT / "configs/sweeps/dg_losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs = mdg_sweep.sweep_runs(module.get_config(sweep_variant))
+    assert runs
+    for run in runs:
+        config_file, *overrides = run.arguments
+        argv = ["mdg.main", f"--config={ROOT / config_file}", *overrides]
+        parsed = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "", flag_values=parsed, lock_config=True,
+                                        sys_argv=argv)
+        parsed(argv)
+        config = parsed.config
+        for override in overrides:
+            key, value = override.removeprefix("--config.").split("=", 1)
+            node = config
+            for part in key.split("."):
+                node = node[part]
+            assert str(node) == value, (run, key)

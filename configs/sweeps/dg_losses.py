@@ -11,13 +11,21 @@ on two of the five machine types (fan, valve), without the plain ``adacos`` vari
 AdaCos with its 16 centres per class is the AdaCos loss the DCASE systems use).
 
 ``baselines``: the two default main jobs (``configs/ae.py``, ``configs/mobilenet_v2.py``, all five
-machine types, their own scores) x 3 seeds, differences taken against the AE's MSE: the README's
-default-run table (about an hour on a 2-core CPU).
+machine types, their own scores) and the same MobileNetV2 as one classifier of all fifteen
+(machine type, section) classes (``--config.data.target=machine_section``, as the DCASE systems
+that train one model for every machine type) x 3 seeds, differences taken against the AE's MSE:
+the README's default-run table (about 90 minutes on a 2-core CPU).
+
+``machine_section``: the best DG variant of the ``cpu`` sweep (sub-cluster AdaCos with mixup)
+against softmax, both as one classifier of all fifteen (machine type, section) classes on all five
+machine types x 3 seeds (its softmax runs are the ``baselines`` sweep's, same command and seeds:
+link them in to skip them; about 40 minutes more on a 2-core CPU).
 
 ``variants``: name -> ``"<config file>[:variant] [--config.KEY=VALUE ...]"``, the arguments of one
-``python -m mdg.main`` run (the sweep adds ``--workdir`` and ``--config.seed``). Every MobileNetV2
-variant is scored with the embedding scores too, so a loss and a scoring method are compared
-separately. ``baseline``: the ``variant/score`` that differences are taken against.
+``python -m mdg.main`` run (the sweep adds ``--workdir`` and ``--config.seed``). In the full grid
+and ``cpu`` every MobileNetV2 variant is scored with the embedding scores too, so a loss and a
+scoring method are compared separately. ``baseline``: the ``variant/score`` that differences are
+taken against.
 """
 import ml_collections
 
@@ -35,12 +43,21 @@ def get_config(variant: str = ""):
         c.baseline = "ae/mse"
         return c
     if variant == "baselines":
-        c.variants = {"ae": "configs/ae.py", "mobilenet_v2": "configs/mobilenet_v2.py"}
+        c.variants = {"ae": "configs/ae.py", "mobilenet_v2": "configs/mobilenet_v2.py",
+                      "mobilenet_v2_machine_section":
+                          "configs/mobilenet_v2.py --config.data.target=machine_section"}
         c.baseline = "ae/mse"
+        return c
+    if variant == "machine_section":
+        c.variants = {name: f"configs/mobilenet_v2.py{options} --config.data.target=machine_section"
+                      for name, options in (("mobilenet_v2_machine_section", ""),
+                                            ("subcluster_adacos_mixup_machine_section",
+                                             ":subcluster_adacos,mixup"))}
+        c.baseline = "mobilenet_v2_machine_section/neg_logit"
         return c
     if variant not in ("", "cpu"):
         raise ValueError(f"unknown variant {variant!r} of configs/sweeps/dg_losses.py "
-                         "(known: cpu, baselines, tiny)")
+                         "(known: cpu, baselines, machine_section, tiny)")
     c.variants = {
         "ae": "configs/ae.py",
         "mobilenet_v2": f"configs/mobilenet_v2.py {EMBEDDING_SCORES}",
