@@ -32,7 +32,7 @@ def get_config(variant: str = ""):
     c.eval.scores = "mse,mahalanobis"
 
     if size == "default":
-        config_defaults.small_synthetic(c, num_source_train=24, num_target_train=3, num_test=5)
+        config_defaults.small_synthetic(c)
     elif size == "tiny":
         config_defaults.tiny_run(c, batch_size=64, eval_batch_size=512)
         c.model.hidden_dim = 32
