@@ -126,8 +126,11 @@ def comparison_rows(runs: dict[str, list[RunScores]], run_dirs: dict[str, list[s
             for machine in sorted(summaries[0]["machines"]):
                 row[f"official_{machine}"] = float(np.mean([s["machines"][machine]["official_score"] for s in summaries]))
             row["diff_to_baseline"] = row["official_mean"] - base_mean
-            row["diff_low"], row["diff_high"] = difference_interval(
-                variant_runs, method, runs[base_variant], base_method, replicates)
+            if row["method"] == baseline:    # the same scores on both sides: 0 in every replicate
+                row["diff_low"] = row["diff_high"] = 0.0
+            else:
+                row["diff_low"], row["diff_high"] = difference_interval(
+                    variant_runs, method, runs[base_variant], base_method, replicates)
             row["reports"] = [str(pathlib.Path(d) / "results" / "report.html") for d in run_dirs[variant]]
             rows.append(row)
     return sorted(rows, key=lambda r: -r["official_mean"])

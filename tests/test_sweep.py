@@ -45,6 +45,8 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
         np.testing.assert_allclose(float(row["official_std"]), np.std(official, ddof=1), rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(float(row["diff_to_baseline"]), np.mean(official) - base, atol=1e-12)
         assert float(row["diff_low"]) <= float(row["diff_high"])
+    # The baseline against itself: its interval is the point 0, not two independent seed resamples.
+    assert float(rows["ae/mse"]["diff_low"]) == float(rows["ae/mse"]["diff_high"]) == 0.0
     markdown = (workdir / "comparison.md").read_text()
     assert "ae/seed_1/results/report.html" in markdown and "diff to ae/mse" in markdown
 
