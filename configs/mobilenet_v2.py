@@ -11,7 +11,9 @@ and any domain-generalization options (README, "Domain-generalization ablations"
   subcluster_adacos  sub-cluster AdaCos (Wilkinghoff 2021), 16 centres per class
   mixup              mixup of inputs and one-hot targets, alpha 1 (Zhang et al. 2018)
 e.g. ``:subcluster_adacos,mixup`` or ``:tiny,arcface``. DCASE 2023 (one section per machine type):
-``--config.data.target=section_attribute``.
+``--config.data.target=section_attribute``. One classifier of every machine type's sections (as
+the DCASE systems that train one model for all types; the better classifier on the synthetic data,
+README "Results of the default runs"): ``--config.data.target=machine_section``.
 """
 
 from mdg import config_defaults
