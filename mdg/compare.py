@@ -10,8 +10,9 @@ official(baseline)``. Its 95 % interval is a percentile interval of a two-level 
 (``bootstrap`` replicates): each replicate resamples the test clips with replacement within every
 (machine type, section, domain, label) cell, the same clips for both methods (they are scored on
 the same clips, so clip-level noise they share cancels), and resamples each method's seeds with
-replacement; the replicate's difference is the difference of the seed means of the official
-scores computed on the resampled clips. Seed-to-seed spread of training and the finite test set
+replacement (one draw for both sides when they are two scores of the same training runs, so a
+method against itself is 0 in every replicate); the replicate's difference is the difference of
+the seed means of the official scores computed on the resampled clips. Seed-to-seed spread of training and the finite test set
 both widen it. The DCASE evaluator's jackknife "CI95" covers only the pooled clips of one run and
 is far narrower, so it is not used for comparisons.
 """
@@ -84,7 +85,9 @@ def resampled_official(run: RunScores, method: str, resamples: np.ndarray) -> np
 
 def difference_interval(runs: list[RunScores], method: str, baseline_runs: list[RunScores],
                         baseline_method: str, replicates: int, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile interval of the seed-mean official-score difference (module docstring)."""
+    """95 % percentile interval of the seed-mean official-score difference (module docstring).
+
+    ``runs is baseline_runs`` (two scores of the same training runs) pairs the seed resamples."""
     reference = baseline_runs[0]
     for run in runs + baseline_runs:
         if not np.array_equal(run.keys, reference.keys):
@@ -92,12 +95,16 @@ def difference_interval(runs: list[RunScores], method: str, baseline_runs: list[
     rng = np.random.default_rng(seed)
     resamples = stratified_resamples(reference.group, reference.is_target, reference.is_anomaly, replicates, rng)
 
-    def seed_means(rs: list[RunScores], m: str) -> np.ndarray:
+    def seed_picks(num_seeds: int) -> np.ndarray:
+        return rng.integers(0, num_seeds, size=(num_seeds, replicates))
+
+    def seed_means(rs: list[RunScores], m: str, picks: np.ndarray) -> np.ndarray:
         per_seed = np.stack([resampled_official(r, m, resamples) for r in rs])       # (seeds, replicates)
-        picks = rng.integers(0, len(rs), size=(len(rs), replicates))
         return per_seed[picks, np.arange(replicates)[None, :]].mean(axis=0)
 
-    difference = seed_means(runs, method) - seed_means(baseline_runs, baseline_method)
+    picks = seed_picks(len(runs))
+    baseline_picks = picks if runs is baseline_runs else seed_picks(len(baseline_runs))
+    difference = seed_means(runs, method, picks) - seed_means(baseline_runs, baseline_method, baseline_picks)
     low, high = np.percentile(difference, [2.5, 97.5])
     return float(low), float(high)
 
@@ -126,11 +133,8 @@ def comparison_rows(runs: dict[str, list[RunScores]], run_dirs: dict[str, list[s
             for machine in sorted(summaries[0]["machines"]):
                 row[f"official_{machine}"] = float(np.mean([s["machines"][machine]["official_score"] for s in summaries]))
             row["diff_to_baseline"] = row["official_mean"] - base_mean
-            if row["method"] == baseline:    # the same scores on both sides: 0 in every replicate
-                row["diff_low"] = row["diff_high"] = 0.0
-            else:
-                row["diff_low"], row["diff_high"] = difference_interval(
-                    variant_runs, method, runs[base_variant], base_method, replicates)
+            row["diff_low"], row["diff_high"] = difference_interval(
+                variant_runs, method, runs[base_variant], base_method, replicates)
             row["reports"] = [str(pathlib.Path(d) / "results" / "report.html") for d in run_dirs[variant]]
             rows.append(row)
     return sorted(rows, key=lambda r: -r["official_mean"])

@@ -97,13 +97,15 @@ def split_variant(variant: str, sizes: tuple[str, ...], options: tuple[str, ...]
 
 
 def small_synthetic(c: ml_collections.ConfigDict, num_source_train: int = 24, num_target_train: int = 3,
-                    num_test: int = 5) -> None:
+                    num_test: int = 10) -> None:
     """Shrinks the built-in synthetic dataset (the default run has to fit a 2-core CPU).
 
     The defaults are the CPU-sized data of every model's default run (clips per section: source
     and target training clips, test clips per domain and label): the autoencoder and the
     classifiers are compared on the same clips, as the MIMII DG paper trains both baselines on one
-    development set.
+    development set. Ten test clips per (domain, label), 40 per section: at five, a bootstrap
+    resample of a method's clips often ranked every anomaly of some (section, domain) below every
+    normal clip, and the harmonic mean of that AUC 0 made sweep intervals span -47 to +51 points.
     """
     c.data.synthetic.num_source_train = num_source_train
     c.data.synthetic.num_target_train = num_target_train

@@ -102,6 +102,18 @@ def test_difference_interval_separates_a_real_gap_and_covers_none():
         compare.difference_interval([other], "m", same, "m", replicates=10)
 
 
+def test_two_scores_of_the_same_runs_share_their_seed_resamples():
+    """Two scores equal on every clip but of seeds that differ: paired (the same training runs) the
+    difference is 0 in every replicate; the same seeds drawn independently would spread it."""
+    rng = np.random.default_rng(2)
+    runs = [_fake_run(rng, shift) for shift in (0.5, 1.0, 2.0)]
+    for run in runs:
+        run.scores["copy"] = run.scores["m"].copy()
+    assert compare.difference_interval(runs, "copy", runs, "m", replicates=100) == (0.0, 0.0)
+    low, high = compare.difference_interval(runs, "copy", list(runs), "m", replicates=100)
+    assert low < 0 < high
+
+
 @pytest.mark.parametrize("sweep_variant", ["", "cpu", "baselines", "machine_section", "tiny"])
 def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant):
     """Each run's config file, its ``:variant`` and every ``--config.KEY=VALUE`` override resolve
