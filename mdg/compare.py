@@ -12,8 +12,8 @@ official(baseline)``. Its 95 % interval is a percentile interval of a two-level 
 the same clips, so clip-level noise they share cancels), and resamples each method's seeds with
 replacement (one draw for both sides when they are two scores of the same training runs, so a
 method against itself is 0 in every replicate); the replicate's difference is the difference of
-the seed means of the official scores computed on the resampled clips. Seed-to-seed spread of training and the finite test set
-both widen it. The DCASE evaluator's jackknife "CI95" covers only the pooled clips of one run and
+the seed means of the official scores computed on the resampled clips. Seed-to-seed spread of
+training and the finite test set both widen it. The DCASE evaluator's jackknife "CI95" covers only the pooled clips of one run and
 is far narrower, so it is not used for comparisons.
 """
 
