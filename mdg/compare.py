@@ -13,8 +13,8 @@ the same clips, so clip-level noise they share cancels), and resamples each meth
 replacement (one draw for both sides when they are two scores of the same training runs, so a
 method against itself is 0 in every replicate); the replicate's difference is the difference of
 the seed means of the official scores computed on the resampled clips. Seed-to-seed spread of
-training and the finite test set both widen it. The DCASE evaluator's jackknife "CI95" covers only the pooled clips of one run and
-is far narrower, so it is not used for comparisons.
+training and the finite test set both widen it. The DCASE evaluator's jackknife "CI95" covers
+only the pooled clips of one run and is far narrower, so it is not used for comparisons.
 """
 
 from __future__ import annotations
