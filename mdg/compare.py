@@ -83,30 +83,51 @@ def resampled_official(run: RunScores, method: str, resamples: np.ndarray) -> np
     return metrics.harmonic_mean(stacked, axis=1)
 
 
+class Bootstrap:
+    """The clip resamples of a sweep's comparisons, and each method's per-seed official scores on
+    them, computed once however many rows compare against the same baseline (module docstring)."""
+
+    def __init__(self, reference: RunScores, replicates: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.reference = reference
+        self.replicates = replicates
+        self.resamples = stratified_resamples(reference.group, reference.is_target, reference.is_anomaly,
+                                              replicates, rng)
+        self._state_after_resamples = rng.bit_generator.state   # every interval draws its seeds from here
+        self._per_seed: dict[tuple[int, str], tuple[list[RunScores], np.ndarray]] = {}
+
+    def per_seed_official(self, runs: list[RunScores], method: str) -> np.ndarray:
+        """``(seeds, replicates)`` official scores of ``method`` of each run on the clip resamples."""
+        key = (id(runs), method)
+        if key not in self._per_seed:   # the list is kept with its figures, so its id stays its own
+            for run in runs:
+                if not np.array_equal(run.keys, self.reference.keys):
+                    raise ValueError("runs of a comparison must be scored on the same test clips")
+            self._per_seed[key] = runs, np.stack([resampled_official(r, method, self.resamples) for r in runs])
+        return self._per_seed[key][1]
+
+    def difference_interval(self, runs: list[RunScores], method: str, baseline_runs: list[RunScores],
+                            baseline_method: str) -> tuple[float, float]:
+        """95 % percentile interval of the seed-mean official-score difference (module docstring).
+
+        ``runs is baseline_runs`` (two scores of the same training runs) pairs the seed resamples."""
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self._state_after_resamples
+        columns = np.arange(self.replicates)[None, :]
+        picks = rng.integers(0, len(runs), size=(len(runs), self.replicates))
+        baseline_picks = (picks if runs is baseline_runs
+                          else rng.integers(0, len(baseline_runs), size=(len(baseline_runs), self.replicates)))
+        difference = (self.per_seed_official(runs, method)[picks, columns].mean(axis=0)
+                      - self.per_seed_official(baseline_runs, baseline_method)[baseline_picks, columns].mean(axis=0))
+        low, high = np.percentile(difference, [2.5, 97.5])
+        return float(low), float(high)
+
+
 def difference_interval(runs: list[RunScores], method: str, baseline_runs: list[RunScores],
                         baseline_method: str, replicates: int, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile interval of the seed-mean official-score difference (module docstring).
-
-    ``runs is baseline_runs`` (two scores of the same training runs) pairs the seed resamples."""
-    reference = baseline_runs[0]
-    for run in runs + baseline_runs:
-        if not np.array_equal(run.keys, reference.keys):
-            raise ValueError("runs of a comparison must be scored on the same test clips")
-    rng = np.random.default_rng(seed)
-    resamples = stratified_resamples(reference.group, reference.is_target, reference.is_anomaly, replicates, rng)
-
-    def seed_picks(num_seeds: int) -> np.ndarray:
-        return rng.integers(0, num_seeds, size=(num_seeds, replicates))
-
-    def seed_means(rs: list[RunScores], m: str, picks: np.ndarray) -> np.ndarray:
-        per_seed = np.stack([resampled_official(r, m, resamples) for r in rs])       # (seeds, replicates)
-        return per_seed[picks, np.arange(replicates)[None, :]].mean(axis=0)
-
-    picks = seed_picks(len(runs))
-    baseline_picks = picks if runs is baseline_runs else seed_picks(len(baseline_runs))
-    difference = seed_means(runs, method, picks) - seed_means(baseline_runs, baseline_method, baseline_picks)
-    low, high = np.percentile(difference, [2.5, 97.5])
-    return float(low), float(high)
+    """One comparison's interval (:meth:`Bootstrap.difference_interval`)."""
+    return Bootstrap(baseline_runs[0], replicates, seed).difference_interval(runs, method, baseline_runs,
+                                                                            baseline_method)
 
 
 def _hmean_figure(summary: dict, name: str) -> float:
@@ -120,6 +141,7 @@ def comparison_rows(runs: dict[str, list[RunScores]], run_dirs: dict[str, list[s
     if base_variant not in runs or base_method not in runs[base_variant][0].scores:
         raise ValueError(f"baseline {baseline!r} is not among the sweep's methods")
     base_mean = float(np.mean([r.summary["official_scores"][base_method] for r in runs[base_variant]]))
+    bootstrap = Bootstrap(runs[base_variant][0], replicates)
     rows = []
     for variant, variant_runs in runs.items():
         for method in variant_runs[0].summary["official_scores"]:
@@ -133,8 +155,8 @@ def comparison_rows(runs: dict[str, list[RunScores]], run_dirs: dict[str, list[s
             for machine in sorted(summaries[0]["machines"]):
                 row[f"official_{machine}"] = float(np.mean([s["machines"][machine]["official_score"] for s in summaries]))
             row["diff_to_baseline"] = row["official_mean"] - base_mean
-            row["diff_low"], row["diff_high"] = difference_interval(
-                variant_runs, method, runs[base_variant], base_method, replicates)
+            row["diff_low"], row["diff_high"] = bootstrap.difference_interval(
+                variant_runs, method, runs[base_variant], base_method)
             row["reports"] = [str(pathlib.Path(d) / "results" / "report.html") for d in run_dirs[variant]]
             rows.append(row)
     return sorted(rows, key=lambda r: -r["official_mean"])

@@ -32,12 +32,27 @@ PREPARE_FLAGS = ("--config", "configs/ae.py:tiny", "--mode", "prepare",
                  "--config.data.synthetic.num_source_train=40", "--config.data.synthetic.machines=fan")
 
 
-class Run:
-    """``python -m mdg.main`` in a subprocess, its stderr collected as it comes."""
+# Run as the child's prelude: every clip's record waits (up to 2 min) before it is written, so the
+# child is still building shards when the test's signal comes, however loaded the machine is.
+HOLD_SHARD_BUILDING = """
+import time
+from mdg.data import tfds_builder
+write_record = tfds_builder._record
+def held_record(clip, log_mel):
+    time.sleep(120)
+    return write_record(clip, log_mel)
+tfds_builder._record = held_record
+"""
 
-    def __init__(self, cache, *args):
+
+class Run:
+    """``python -m mdg.main`` in a subprocess, its stderr collected as it comes; ``prelude`` is
+    Python code the child runs first (in the same interpreter)."""
+
+    def __init__(self, cache, *args, prelude=""):
         env = dict(os.environ, MDG_CACHE=str(cache), JAX_PLATFORMS="cpu")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mdg.main", *args], cwd=ROOT, env=env,
+        main = prelude + "\nimport runpy\nrunpy.run_module('mdg.main', run_name='__main__')\n"
+        self.proc = subprocess.Popen([sys.executable, "-c", main, *args], cwd=ROOT, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.stderr = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -182,7 +197,8 @@ def test_signal_during_prepare_leaves_nothing_half_written(prepared, tmp_path, p
     victim = tmp_path / "victim"
     if phase == "shard building":  # the WAVs are there already: the run goes straight to the shards
         shutil.copytree(prepared / "synthetic", victim / "synthetic")
-    run = Run(victim, *PREPARE_FLAGS, "--workdir", str(tmp_path / "w"))
+    prelude = HOLD_SHARD_BUILDING if phase == "shard building" else ""
+    run = Run(victim, *PREPARE_FLAGS, "--workdir", str(tmp_path / "w"), prelude=prelude)
     code = run.signal_when(lambda: any(victim.glob(marker)), signum)
     assert code == 128 + signum, run.stderr[-3000:]
     assert f"stopped by {signal.Signals(signum).name} outside training" in run.stderr

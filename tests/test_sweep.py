@@ -114,6 +114,21 @@ def test_two_scores_of_the_same_runs_share_their_seed_resamples():
     assert low < 0 < high
 
 
+def test_one_bootstrap_scores_each_method_once_and_gives_every_row_its_own_interval(monkeypatch):
+    """A sweep's rows share one Bootstrap: the baseline's per-seed figures are computed once, not
+    once per row, and each row's interval is the one a comparison of that pair alone gives."""
+    rng = np.random.default_rng(3)
+    baseline, a, b = ([_fake_run(rng, shift) for _ in range(3)] for shift in (1.0, 0.5, 2.0))
+    alone = [compare.difference_interval(runs, "m", baseline, "m", replicates=50) for runs in (a, b, baseline)]
+    calls = []
+    scored = compare.resampled_official
+    monkeypatch.setattr(compare, "resampled_official", lambda run, *args: calls.append(run) or scored(run, *args))
+    bootstrap = compare.Bootstrap(baseline[0], replicates=50)
+    shared = [bootstrap.difference_interval(runs, "m", baseline, "m") for runs in (a, b, baseline)]
+    assert shared == alone
+    assert len(calls) == 9   # three seeds of three (runs, method) pairs, the baseline's once
+
+
 @pytest.mark.parametrize("sweep_variant", ["", "cpu", "baselines", "machine_section", "tiny"])
 def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant):
     """Each run's config file, its ``:variant`` and every ``--config.KEY=VALUE`` override resolve
