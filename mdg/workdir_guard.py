@@ -4,6 +4,11 @@
 config that differs (in any key but :data:`FREE_KEYS`) while the folder holds checkpoints or
 results stops with a :class:`WorkdirConfigError` naming the differing keys, unless asked to start
 over (``--restart``): then the old run's files are moved to ``workdir/replaced/<time>/`` first.
+
+A config that differs only in :data:`SCORING_KEYS` (how the trained models are scored: the score
+methods, the scoring hop, the synthetic test set) re-scores the run: the checkpoints are kept and
+the old ``results/`` and ``config.json`` are moved to ``workdir/replaced/<time>/``, so
+``--mode evaluate`` with, say, ``--config.eval.scores=mse,mahalanobis`` scores a finished run anew.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import jax
 import ml_collections
+from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -25,7 +31,16 @@ CONFIG_FILE = "config.json"
 RUN_FILES = ("checkpoints", "results", "metrics.jsonl", CONFIG_FILE)
 # Keys that change how a run is carried out, not what it computes.
 FREE_KEYS = frozenset({"train.log_every_steps", "train.num_devices", "data.cache_dir"})
+# Keys that change only how trained models are scored; a change of these re-scores (module doc).
+# The synthetic test-set size counts: every clip has its own seed, so the training clips are the
+# same whatever the number of test clips (mdg/data/synthetic/clips.py).
+SCORING_KEYS = frozenset({"input.eval_hop", "input.eval_batch_size", "data.synthetic.num_test"})
+SCORING_PREFIXES = ("eval.",)
 _SHOWN_KEYS = 10
+
+
+def is_scoring_key(key: str) -> bool:
+    return key in SCORING_KEYS or key.startswith(SCORING_PREFIXES)
 
 
 class WorkdirConfigError(errors.UserError):
@@ -49,14 +64,21 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...) and k not in FREE_KEYS)
 
 
+def _changes(old: dict[str, Any], new_text: str, keys: list[str]) -> str:
+    """"key (old -> new), ..." for the first few ``keys``."""
+    old, new = flatten(old), flatten(json.loads(new_text))
+    shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r})" for k in keys[:_SHOWN_KEYS])
+    return shown + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
+
+
 def _has_run_outputs(workdir: epath.Path) -> bool:
     checkpoints = workdir / "checkpoints"
     return (checkpoints.is_dir() and any(checkpoints.iterdir())) or (workdir / "results").exists()
 
 
-def _move_aside(workdir: epath.Path) -> epath.Path | None:
-    """Moves the previous run's files to workdir/replaced/<UTC time>/; returns that folder."""
-    present = [name for name in RUN_FILES if (workdir / name).exists()]
+def _move_aside(workdir: epath.Path, names: tuple[str, ...] = RUN_FILES) -> epath.Path | None:
+    """Moves the previous run's files ``names`` to workdir/replaced/<UTC time>/; returns that folder."""
+    present = [name for name in names if (workdir / name).exists()]
     if not present:
         return None
     target = workdir / "replaced" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -70,12 +92,13 @@ def _move_aside(workdir: epath.Path) -> epath.Path | None:
 def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart: bool = False) -> epath.Path | None:
     """Checks that ``workdir`` may hold this config's run (see the module doc) and writes config.json.
 
-    Returns where the old run's files went (``restart``), else None.
+    Returns where the old run's files went (``restart``, or its results on a re-scoring), else None.
     Raises WorkdirConfigError: a different config owns checkpoints or results here and not ``restart``.
     """
     workdir = storage.path(workdir)
     text = config.to_json_best_effort(indent=2) + "\n"
     moved = None
+    aside = RUN_FILES if restart else ()
     previous = workdir / CONFIG_FILE
     if not restart and previous.is_file() and _has_run_outputs(workdir):
         try:
@@ -84,16 +107,18 @@ def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart
             raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
                                      f"{workdir} used this config. Pass --restart to start over") from None
         keys = differing_keys(old, json.loads(text))
-        if keys:
-            shown = ", ".join(f"{k} ({flatten(old).get(k, '<absent>')!r} -> {flatten(json.loads(text)).get(k, '<absent>')!r})"
-                              for k in keys[:_SHOWN_KEYS])
-            more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
+        if keys and all(is_scoring_key(k) for k in keys):
+            aside = ("results", CONFIG_FILE)
+            logging.warning("%s: only the scoring settings changed (%s): the trained models are kept and "
+                            "scored anew", workdir, _changes(old, text, keys))
+        elif keys:
             raise WorkdirConfigError(
-                f"{workdir} holds a run with another config; differing keys: {shown}{more}. Use another "
-                "--workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
+                f"{workdir} holds a run with another config; differing keys: {_changes(old, text, keys)}. Use "
+                "another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
     if jax.process_index() == 0:
-        if restart:
-            moved = _move_aside(workdir)
+        moved = _move_aside(workdir, aside)
+        if moved and not restart:
+            logging.warning("the previous results and config.json are in %s", moved)
         evaluate.write_atomic(previous, text)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("mdg workdir claimed")

@@ -69,6 +69,15 @@ def test_autoencoder_main_job_then_evaluate_mode(cache, tmp_path):
     assert "checkpoint_manager.py" in ABSL_INFO.findall(again.stderr)
     assert json.loads((results / "summary.json").read_text()) == summary
 
+    # Other scoring settings score the trained models anew; the previous results are kept aside.
+    rescored = main(cache, "--config", "configs/ae.py:tiny", "--workdir", str(tmp_path), "--mode", "evaluate",
+                    "--config.eval.scores=mse")
+    assert "only the scoring settings changed (eval.scores ('mse,mahalanobis' -> 'mse'))" in rescored.stderr
+    assert json.loads((results / "summary.json").read_text())["official_scores"] == {
+        "mse": summary["official_scores"]["mse"]}
+    (moved,) = (tmp_path / "replaced").iterdir()
+    assert json.loads((moved / "results" / "summary.json").read_text()) == summary
+
 
 def test_mobilenet_main_job_reports_both_scores(cache, tmp_path):
     proc = main(cache, "--config", "configs/mobilenet_v2.py:tiny", "--workdir", str(tmp_path))

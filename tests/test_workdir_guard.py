@@ -61,3 +61,28 @@ def test_unreadable_config_json_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("{truncated")
     with pytest.raises(workdir_guard.WorkdirConfigError, match="config.json: unreadable"):
         workdir_guard.claim(config(), tmp_path)
+
+
+def test_a_change_of_scoring_settings_keeps_the_models_and_moves_the_old_results_aside(tmp_path):
+    with_run(tmp_path, config())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "summary.json").write_text("{}")
+    rescored = config()
+    rescored.eval.scores = "mse,mahalanobis"
+    rescored.input.eval_hop = 4
+    rescored.data.synthetic.num_test = 10
+    moved = workdir_guard.claim(rescored, tmp_path)
+    assert moved.parent == tmp_path / "replaced"
+    assert sorted(p.name for p in moved.iterdir()) == ["config.json", "results"]
+    assert json.loads((moved / "config.json").read_text())["eval"]["scores"] == "mse"
+    assert json.loads((tmp_path / "config.json").read_text())["eval"]["scores"] == "mse,mahalanobis"
+    assert (tmp_path / "checkpoints" / "fan" / "20").is_dir() and not (tmp_path / "results").exists()
+
+
+def test_a_scoring_change_beside_a_training_change_is_refused(tmp_path):
+    with_run(tmp_path, config())
+    changed = config(learning_rate=0.1)
+    changed.eval.scores = "mse,mahalanobis"
+    with pytest.raises(workdir_guard.WorkdirConfigError, match=r"eval.scores .*train.learning_rate"):
+        workdir_guard.claim(changed, tmp_path)
+    assert not (tmp_path / "replaced").exists()
