@@ -34,6 +34,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic.num_test = 50     # per (domain, label): 4 * num_test test clips per section
     c.data.synthetic.duration_s = 10.0
     c.data.synthetic.seed = 0
+    c.data.synthetic.fault_severity = 1.0  # scales every anomaly's intensity (mdg/data/synthetic/anomalies.py)
 
     c.features = ml_collections.ConfigDict()
     c.features.sample_rate = 16000

@@ -6,7 +6,7 @@ results stops with a :class:`WorkdirConfigError` naming the differing keys, unle
 over (``--restart``): then the old run's files are moved to ``workdir/replaced/<time>/`` first.
 
 A config that differs only in :data:`SCORING_KEYS` (how the trained models are scored: the score
-methods, the scoring hop, the synthetic test set) re-scores the run: the checkpoints are kept and
+methods, the scoring hop, the synthetic test set and its fault severity) re-scores the run: the checkpoints are kept and
 the old ``results/`` and ``config.json`` are moved to ``workdir/replaced/<time>/``, so
 ``--mode evaluate`` with, say, ``--config.eval.scores=mse,mahalanobis`` scores a finished run anew.
 """
@@ -32,9 +32,10 @@ RUN_FILES = ("checkpoints", "results", "metrics.jsonl", CONFIG_FILE)
 # Keys that change how a run is carried out, not what it computes.
 FREE_KEYS = frozenset({"train.log_every_steps", "train.num_devices", "data.cache_dir"})
 # Keys that change only how trained models are scored; a change of these re-scores (module doc).
-# The synthetic test-set size counts: every clip has its own seed, so the training clips are the
-# same whatever the number of test clips (mdg/data/synthetic/clips.py).
-SCORING_KEYS = frozenset({"input.eval_hop", "input.eval_batch_size", "data.synthetic.num_test"})
+# The synthetic test set counts (its size and fault severity): every clip has its own seed and the
+# training clips are normal, so they are the same whatever the test set (mdg/data/synthetic/).
+SCORING_KEYS = frozenset({"input.eval_hop", "input.eval_batch_size", "data.synthetic.num_test",
+                          "data.synthetic.fault_severity"})
 SCORING_PREFIXES = ("eval.",)
 _SHOWN_KEYS = 10
 

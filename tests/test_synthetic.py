@@ -376,10 +376,36 @@ def test_concurrent_writer_of_the_same_tree(tmp_path, monkeypatch):
     ({"sections": (3,)}, "sections"),
     ({"num_test": -1}, "num_test"),
     ({"duration_s": 0.0}, "duration_s"),
+    ({"fault_severity": 0.0}, "fault_severity must be a positive number .* got 0.0"),
+    ({"fault_severity": float("nan")}, "fault_severity"),
 ])
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         synthetic.generate(tmp_path, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("machine, kind, expected", [
+    ("fan", "imbalance", lambda drawn: drawn / 2),                   # dB of a boost: half the boost
+    ("valve", "clogging", lambda drawn: drawn / 2),                  # ms of delay: half the delay
+    ("bearing", "outer_race", lambda drawn: drawn - 6.020599913),     # dB re. the sound: half the amplitude
+])
+def test_fault_severity_scales_the_intensity_and_leaves_normal_clips_alone(machine, kind, expected):
+    def first_of_kind(severity):
+        for index in range(60):
+            clip = synthetic.synthesize_clip(machine, 0, "source", "test", "anomaly", index, duration_s=0.5,
+                                             fault_severity=severity)
+            if clip.anomaly == kind:
+                return clip
+        raise AssertionError(f"no {kind} clip among the first 60")
+    full, half = first_of_kind(1.0), first_of_kind(0.5)
+    assert (full.file_name, full.anomaly) == (half.file_name, half.anomaly)
+    spec = synthetic.ANOMALIES[machine][kind]
+    assert spec.low <= full.anomaly_intensity <= spec.high
+    np.testing.assert_allclose(half.anomaly_intensity, expected(full.anomaly_intensity), rtol=1e-9, atol=1e-8)
+    assert not np.array_equal(full.pcm, half.pcm)
+    normal = [synthetic.synthesize_clip(machine, 0, "target", "test", "normal", 0, duration_s=0.5,
+                                        fault_severity=severity).pcm for severity in (1.0, 0.5)]
+    assert np.array_equal(*normal)
 
 
 def test_no_anomalies_in_train():
@@ -392,11 +418,12 @@ def test_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mdg.data.synthetic", "--out", str(out), "--machines", "valve",
          "--sections", "2", "--seed", "3", "--num_source_train", "1", "--num_target_train", "1",
-         "--num_test", "1", "--duration", "1"],
+         "--num_test", "1", "--duration", "1", "--fault_severity", "0.5"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(list((out / "valve").rglob("*.wav"))) == 6
     assert synthetic.read_manifest(out / "valve")["seed"] == 3
+    assert synthetic.read_manifest(out / "valve")["fault_severity"] == 0.5
 
     with pytest.raises(SystemExit) as error:
         synthetic.main(["--out", str(out), "--machines", "pump"])

@@ -71,6 +71,7 @@ def test_a_change_of_scoring_settings_keeps_the_models_and_moves_the_old_results
     rescored.eval.scores = "mse,mahalanobis"
     rescored.input.eval_hop = 4
     rescored.data.synthetic.num_test = 10
+    rescored.data.synthetic.fault_severity = 0.5
     moved = workdir_guard.claim(rescored, tmp_path)
     assert moved.parent == tmp_path / "replaced"
     assert sorted(p.name for p in moved.iterdir()) == ["config.json", "results"]

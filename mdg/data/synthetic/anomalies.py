@@ -7,11 +7,19 @@ gearbox: gear damage, overload, over-voltage; bearing: damaged races, contaminat
 damaged rail, loose belt, no grease; valve: contamination / clogging of the valve). Each clip of
 the "anomaly" label gets one kind, drawn uniformly from its machine type's kinds, with an intensity
 drawn uniformly from the kind's range. The implementations are in ``machines/<machine>.py``.
+
+The fault severity (``generate(..., fault_severity=)``, config ``data.synthetic.fault_severity``)
+scales every drawn intensity: 1 is the ranges below; 0.5 halves each boost, speed or voltage
+change, extra load, delay, ripple depth and share of sticking closings, and halves the amplitude of
+the faults whose intensity is a level re. the machine sound (6 dB lower). What a fault changes
+besides its intensity (e.g. the lower ring of a contaminated valve's click) stays. Only anomalous
+clips depend on it, so models trained on one severity can be scored on another.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +30,20 @@ class AnomalyKind:
       low, high: range of the intensity, drawn uniformly per clip.
       unit: what the intensity measures.
       change: what the fault changes in the sound (for docs and reports).
+      level_db: the intensity is a level in dB re. the machine sound (a fault severity scales
+        its amplitude); otherwise 0 means no change and a severity scales the intensity itself.
     """
 
     low: float
     high: float
     unit: str
     change: str
+    level_db: bool = False
+
+
+def at_severity(kind: AnomalyKind, intensity: float, severity: float) -> float:
+    """The intensity ``intensity`` (drawn from ``kind``'s range) at fault severity ``severity`` > 0."""
+    return intensity + 20 * math.log10(severity) if kind.level_db else intensity * severity
 
 
 ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
@@ -63,11 +79,13 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
         "outer_race": AnomalyKind(
             -8.0, 0.0, "dB of the defect impulses re. the rolling noise",
             "flaking on the outer race: impulses at the outer-race ball-pass rate that ring "
-            "broad structural modes, filling the spectrum around the section's resonance"),
+            "broad structural modes, filling the spectrum around the section's resonance",
+            level_db=True),
         "inner_race": AnomalyKind(
             -9.0, -1.0, "dB of the defect impulses re. the rolling noise",
             "flaking on the inner race: impulses at the inner-race rate, amplitude-modulated at "
-            "the shaft rate, ringing the same broad modes"),
+            "the shaft rate, ringing the same broad modes",
+            level_db=True),
         "contamination": AnomalyKind(
             3.0, 8.0, "dB added to the rolling noise",
             "particles in the grease: louder, whiter rolling noise (less of the resonance "
@@ -77,7 +95,8 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
         "rail_damage": AnomalyKind(
             -14.0, -6.0, "dB of the impact re. the machine sound",
             "a dent in the rail: an impact each time the carriage passes it, ringing a carriage "
-            "mode 1.3x the section's resonance"),
+            "mode 1.3x the section's resonance",
+            level_db=True),
         "no_grease": AnomalyKind(
             6.0, 13.0, "dB added to the screw harmonics above the 6th",
             "dry contact: the ball-screw harmonic pattern that tells the sliders apart gains "
@@ -92,7 +111,8 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
             -16.0, -6.0, "dB of the leak hiss while closed re. the flow while open",
             "debris on the seat: the closing click rings lower (x0.8) and twice as damped, the "
             "plunger rebounds off the debris (a second click 5-20 ms later at -6 dB), and gas "
-            "leaks while the valve is closed"),
+            "leaks while the valve is closed",
+            level_db=True),
         "clogging": AnomalyKind(
             15.0, 45.0, "ms of opening delay",
             "a clogged orifice: the valve opens late (timing of the pattern), the opening click "

@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="test clips per (domain, label) and section")
     parser.add_argument("--duration", type=float, default=10.0, help="clip length in seconds")
     parser.add_argument("--sample_rate", type=int, default=16000, help="Hz")
+    parser.add_argument("--fault_severity", type=float, default=1.0,
+                        help="scales every anomaly's intensity (1: the documented ranges; 0.5: half "
+                             "the boosts and shifts, faults at half the amplitude)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace machine folders generated with other settings")
     parser.add_argument("--workers", type=int, default=1,
@@ -38,6 +41,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                  sections=[int(s) for s in args.sections.split(",") if s],
                  num_source_train=args.num_source_train, num_target_train=args.num_target_train,
                  num_test=args.num_test, seed=args.seed, sample_rate=args.sample_rate,
-                 duration_s=args.duration, overwrite=args.overwrite, workers=args.workers)
+                 duration_s=args.duration, fault_severity=args.fault_severity, overwrite=args.overwrite, workers=args.workers)
     except (ValueError, FileExistsError) as error:
         parser.exit(2, f"error: {error}\n")

@@ -77,6 +77,12 @@ def _check_clip_args(machine: str, section: int, domain: str, split: str, label:
         raise ValueError(f"clip index must be >= 0, got {index}")
 
 
+def check_fault_severity(fault_severity: float) -> None:
+    if not 0 < fault_severity < float("inf"):
+        raise ValueError(f"fault_severity must be a positive number (1 = the documented fault "
+                         f"intensities), got {fault_severity!r}")
+
+
 def check_audio_args(sample_rate: int, duration_s: float) -> None:
     if int(sample_rate) != sample_rate or sample_rate < 8000 or not duration_s >= MIN_DURATION_S:
         raise ValueError(f"need an integer sample_rate >= 8000 Hz and duration_s >= "
@@ -85,7 +91,7 @@ def check_audio_args(sample_rate: int, duration_s: float) -> None:
 
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
                     *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0,
-                    environment_replace: Mapping[str, Mapping[str, str]] | None = None
+                    fault_severity: float = 1.0, environment_replace: Mapping[str, Mapping[str, str]] | None = None
                     ) -> SyntheticClip:
     """Synthesizes one clip; the same arguments always give the same samples.
 
@@ -99,6 +105,8 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       seed: dataset seed.
       sample_rate: Hz.
       duration_s: clip length in seconds.
+      fault_severity: scales the anomaly's drawn intensity (`anomalies.at_severity`); 1 = the
+        documented ranges. Normal clips do not depend on it.
       environment_replace: {dimension: {pool value: other value}}: the same clip re-rendered in
         another environment (see `domain_shifts.environment`); None for the dataset's clip.
     Returns:
@@ -107,6 +115,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
     """
     _check_clip_args(machine, section, domain, split, label, index)
     check_audio_args(sample_rate, duration_s)
+    check_fault_severity(fault_severity)
     if environment_replace:
         domain_shifts.check_replace(machine, environment_replace)
     rng = np.random.default_rng(
@@ -119,7 +128,8 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
     if label == "anomaly":
         kinds = anomalies.ANOMALY_KINDS[machine]
         anomaly = kinds[rng.integers(len(kinds))]
-        intensity = float(rng.uniform(*anomalies.ANOMALY_LEVELS[machine][anomaly]))
+        kind = anomalies.ANOMALIES[machine][anomaly]
+        intensity = anomalies.at_severity(kind, float(rng.uniform(kind.low, kind.high)), fault_severity)
     attrs = dict(attributes)
     sound = machines.SOUNDS[machine](ctx, section, attrs, anomaly, intensity or 0.0)
     env = domain_shifts.environment(ctx, machine, attrs, environment_replace)

@@ -75,13 +75,13 @@ def _write_attribute_csvs(machine_dir: pathlib.Path, machine: str, sections: Seq
 
 def _write_clips(machine_dir: pathlib.Path, machine: str,
                  jobs: Sequence[tuple[int, str, str, str, int]], seed: int, sample_rate: int,
-                 duration_s: float) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
+                 duration_s: float, fault_severity: float) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
     """Synthesizes and writes the clips `jobs` (see `_clip_plan`); returns their CSV rows as
     (section, split, file name, attributes)."""
     rows = []
     for section, domain, split, label, index in jobs:
         clip = clips.synthesize_clip(machine, section, domain, split, label, index, seed=seed,
-                               sample_rate=sample_rate, duration_s=duration_s)
+                               sample_rate=sample_rate, duration_s=duration_s, fault_severity=fault_severity)
         soundfile.write(machine_dir / split / clip.file_name, clip.pcm, sample_rate,
                         subtype="PCM_16")
         rows.append((section, split, clip.file_name, clip.attributes))
@@ -89,15 +89,15 @@ def _write_clips(machine_dir: pathlib.Path, machine: str,
 
 
 def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[int],
-                   seed: int, sample_rate: int, duration_s: float, sizes: Sequence[int],
-                   progress: bool, workers: int) -> None:
+                   seed: int, sample_rate: int, duration_s: float, fault_severity: float,
+                   sizes: Sequence[int], progress: bool, workers: int) -> None:
     """Writes one machine type's WAVs and attribute CSVs into `machine_dir`."""
     plan = _clip_plan(sections, *sizes)
     for split in ("train", "test"):
         (machine_dir / split).mkdir()
     chunks = [plan[i:i + _CHUNK_CLIPS] for i in range(0, len(plan), _CHUNK_CLIPS)]
     args = (machine_dir, machine)
-    settings = (seed, sample_rate, duration_s)
+    settings = (seed, sample_rate, duration_s, fault_severity)
     rows = []
     with tqdm.tqdm(total=len(plan), desc=machine, unit="clip", disable=not progress,
                    dynamic_ncols=True) as bar:
@@ -129,11 +129,11 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
 
 def _manifest(machine: str, sections: Sequence[int], num_source_train: int,
               num_target_train: int, num_test: int, seed: int, sample_rate: int,
-              duration_s: float) -> dict:
+              duration_s: float, fault_severity: float) -> dict:
     return {"generator": "mdg.data.synthetic", "version": clips.GENERATOR_VERSION, "machine": machine,
             "sections": list(sections), "num_source_train": num_source_train,
             "num_target_train": num_target_train, "num_test": num_test, "seed": seed,
-            "sample_rate": sample_rate, "duration_s": duration_s}
+            "sample_rate": sample_rate, "duration_s": duration_s, "fault_severity": fault_severity}
 
 
 def read_manifest(machine_dir: str | os.PathLike) -> dict | None:
@@ -204,7 +204,8 @@ def _publish(partial: pathlib.Path, final: pathlib.Path, manifest: dict, overwri
 def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACHINE_TYPES,
              sections: Sequence[int] = (0, 1, 2), num_source_train: int = 990,
              num_target_train: int = 10, num_test: int = 50, seed: int = 0,
-             sample_rate: int = 16000, duration_s: float = 10.0, *, overwrite: bool = False,
+             sample_rate: int = 16000, duration_s: float = 10.0, fault_severity: float = 1.0, *,
+             overwrite: bool = False,
              progress: bool = True, workers: int = 1) -> pathlib.Path:
     """Writes the synthetic dataset in the real MIMII DG / DCASE dev layout under `out_dir`.
 
@@ -218,6 +219,8 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
       seed: dataset seed; clip bytes depend only on it and the clip's coordinates.
       sample_rate: Hz.
       duration_s: clip length in seconds.
+      fault_severity: scales every anomaly's intensity (`anomalies.at_severity`); 1 = the
+        documented ranges. Only anomalous clips depend on it.
       overwrite: replace machine folders made with other settings (or by something else);
         without it such a folder is an error.
       progress: show a tqdm progress bar per machine type.
@@ -243,6 +246,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     clips.check_audio_args(sample_rate, duration_s)
+    clips.check_fault_severity(fault_severity)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
@@ -251,7 +255,8 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
     for machine in machines:
         final = out / machine
         manifest = _manifest(machine, sections, int(num_source_train), int(num_target_train),
-                             int(num_test), int(seed), int(sample_rate), float(duration_s))
+                             int(num_test), int(seed), int(sample_rate), float(duration_s),
+                             float(fault_severity))
         _remove_stale_partials(out, machine)
         if final.exists():
             existing = read_manifest(final)
@@ -261,7 +266,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
                 raise _exists_error(final, existing, manifest)
         partial = pathlib.Path(tempfile.mkdtemp(prefix=_partial_prefix(machine), dir=out))
         try:
-            _write_machine(partial, machine, sections, seed, sample_rate, duration_s,
+            _write_machine(partial, machine, sections, seed, sample_rate, duration_s, fault_severity,
                            (num_source_train, num_target_train, num_test), progress, workers)
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n",
                                                  encoding="utf-8")
