@@ -91,7 +91,8 @@ def check_audio_args(sample_rate: int, duration_s: float) -> None:
 
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
                     *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0,
-                    fault_severity: float = 1.0, environment_replace: Mapping[str, Mapping[str, str]] | None = None
+                    fault_severity: float = 1.0,
+                    environment_replace: Mapping[str, Mapping[str, str]] | None = None
                     ) -> SyntheticClip:
     """Synthesizes one clip; the same arguments always give the same samples.
 

@@ -75,13 +75,15 @@ def _write_attribute_csvs(machine_dir: pathlib.Path, machine: str, sections: Seq
 
 def _write_clips(machine_dir: pathlib.Path, machine: str,
                  jobs: Sequence[tuple[int, str, str, str, int]], seed: int, sample_rate: int,
-                 duration_s: float, fault_severity: float) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
+                 duration_s: float, fault_severity: float
+                 ) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
     """Synthesizes and writes the clips `jobs` (see `_clip_plan`); returns their CSV rows as
     (section, split, file name, attributes)."""
     rows = []
     for section, domain, split, label, index in jobs:
         clip = clips.synthesize_clip(machine, section, domain, split, label, index, seed=seed,
-                               sample_rate=sample_rate, duration_s=duration_s, fault_severity=fault_severity)
+                                     sample_rate=sample_rate, duration_s=duration_s,
+                                     fault_severity=fault_severity)
         soundfile.write(machine_dir / split / clip.file_name, clip.pcm, sample_rate,
                         subtype="PCM_16")
         rows.append((section, split, clip.file_name, clip.attributes))
@@ -205,8 +207,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
              sections: Sequence[int] = (0, 1, 2), num_source_train: int = 990,
              num_target_train: int = 10, num_test: int = 50, seed: int = 0,
              sample_rate: int = 16000, duration_s: float = 10.0, fault_severity: float = 1.0, *,
-             overwrite: bool = False,
-             progress: bool = True, workers: int = 1) -> pathlib.Path:
+             overwrite: bool = False, progress: bool = True, workers: int = 1) -> pathlib.Path:
     """Writes the synthetic dataset in the real MIMII DG / DCASE dev layout under `out_dir`.
 
     Args:
