@@ -28,7 +28,7 @@ Per machine type, on clips synthesized in memory (nothing is written), log-Mel a
    --num_target_train 2) to compare with the default runs.
 
     python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
-        [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0]
+        [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0] [--fault_severity 1]
 """
 
 import argparse
@@ -71,7 +71,8 @@ def clips_of(machine, args, split, label, domain, section, count):
     out = []
     for i in range(count):
         clip = synthetic.synthesize_clip(machine, section, domain, split, label, i,
-                                         seed=args.seed, duration_s=args.duration)
+                                         seed=args.seed, duration_s=args.duration,
+                                         fault_severity=args.fault_severity)
         out.append((clip, log_mel(clip.pcm)))
     return out
 
@@ -224,10 +225,13 @@ def main() -> None:
                         help="test clips per (section, domain, label)")
     parser.add_argument("--duration", type=float, default=10.0, help="clip length (s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fault_severity", type=float, default=1.0,
+                        help="scales every anomaly's intensity (docs/synthetic.md, Anomalies)")
     args = parser.parse_args()
     print(f"Synthetic data report: generator version {synthetic.GENERATOR_VERSION}, seed "
           f"{args.seed}, {args.num_source_train} + {args.num_target_train} training and "
-          f"{args.num_test} test clips per (section, domain, label), {args.duration:g} s clips.")
+          f"{args.num_test} test clips per (section, domain, label), {args.duration:g} s clips, "
+          f"fault severity {args.fault_severity:g}.")
     for machine in args.machines.split(","):
         report(machine, args)
 
