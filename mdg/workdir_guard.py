@@ -6,9 +6,10 @@ results stops with a :class:`WorkdirConfigError` naming the differing keys, unle
 over (``--restart``): then the old run's files are moved to ``workdir/replaced/<time>/`` first.
 
 A config that differs only in :data:`SCORING_KEYS` (how the trained models are scored: the score
-methods, the scoring hop, the synthetic test set and its fault severity) re-scores the run: the checkpoints are kept and
-the old ``results/`` and ``config.json`` are moved to ``workdir/replaced/<time>/``, so
-``--mode evaluate`` with, say, ``--config.eval.scores=mse,mahalanobis`` scores a finished run anew.
+methods, the scoring hop, the synthetic test set and its fault severity) re-scores the run: the
+checkpoints are kept and the old ``results/`` and ``config.json`` are moved to
+``workdir/replaced/<time>/``, so ``--mode evaluate`` with, say,
+``--config.eval.scores=mse,mahalanobis`` scores a finished run anew.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k, ...) != new.get(k, ...) and k not in FREE_KEYS)
 
 
-def _changes(old: dict[str, Any], new_text: str, keys: list[str]) -> str:
+def _changes(old: dict[str, Any], new: dict[str, Any], keys: list[str]) -> str:
     """"key (old -> new), ..." for the first few ``keys``."""
-    old, new = flatten(old), flatten(json.loads(new_text))
+    old, new = flatten(old), flatten(new)
     shown = ", ".join(f"{k} ({old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r})" for k in keys[:_SHOWN_KEYS])
     return shown + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
 
@@ -107,14 +108,15 @@ def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart
         except (OSError, ValueError) as error:
             raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
                                      f"{workdir} used this config. Pass --restart to start over") from None
-        keys = differing_keys(old, json.loads(text))
+        new = json.loads(text)
+        keys = differing_keys(old, new)
         if keys and all(is_scoring_key(k) for k in keys):
             aside = ("results", CONFIG_FILE)
             logging.warning("%s: only the scoring settings changed (%s): the trained models are kept and "
-                            "scored anew", workdir, _changes(old, text, keys))
+                            "scored anew", workdir, _changes(old, new, keys))
         elif keys:
             raise WorkdirConfigError(
-                f"{workdir} holds a run with another config; differing keys: {_changes(old, text, keys)}. Use "
+                f"{workdir} holds a run with another config; differing keys: {_changes(old, new, keys)}. Use "
                 "another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
     if jax.process_index() == 0:
         moved = _move_aside(workdir, aside)
