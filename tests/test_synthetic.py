@@ -376,6 +376,8 @@ def test_concurrent_writer_of_the_same_tree(tmp_path, monkeypatch):
     ({"sections": (3,)}, "sections"),
     ({"num_test": -1}, "num_test"),
     ({"duration_s": 0.0}, "duration_s"),
+    ({"sample_rate": 4000}, "sample_rate must be an integer >= 8000 Hz, got 4000"),
+    ({"seed": -1}, "seed must be a non-negative integer, got -1"),
     ({"fault_severity": 0.0}, "fault_severity must be a positive number .* got 0.0"),
     ({"fault_severity": float("nan")}, "fault_severity"),
 ])

@@ -44,6 +44,27 @@ def test_message_alone_and_status_2(tmp_path, args, message):
     assert message.format(tmp=tmp_path) in proc.stderr
 
 
+@pytest.mark.parametrize("override, message", [
+    ("data.synthetic.fault_severity=0", "config data.synthetic.fault_severity: fault_severity must be a "
+                                        "positive number (1 = the documented fault intensities), got 0.0"),
+    ("data.synthetic.num_test=-1", "config data.synthetic.num_test: num_test must be a non-negative integer, "
+                                   "got -1"),
+    ("data.synthetic.seed=-1", "config data.synthetic.seed: seed must be a non-negative integer, got -1"),
+    ("data.synthetic.machines=fan,pump", "config data.synthetic.machines: unknown machine types ['pump']"),
+    ("features.sample_rate=4000", "config features.sample_rate: sample_rate must be an integer >= 8000 Hz, "
+                                  "got 4000"),
+])
+def test_bad_synthetic_setting_names_its_key_before_generating(tmp_path, override, message):
+    """The generator's refusal of a built-in dataset setting is one line naming the config key; no
+    clip (nor the dataset's folder) is written."""
+    proc = main(tmp_path, "--config", "configs/ae.py:tiny", f"--config.{override}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [proc.stderr.strip().splitlines()[-1]] and errors[0].startswith(f"error: {message}")
+    assert not (tmp_path / "cache").exists()
+
+
 def test_traceback_flag_shows_the_traceback(tmp_path):
     proc = main(tmp_path, "--config", "configs/ae.py:tiny", f"--config.data.root={tmp_path}/nowhere", "--traceback")
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "LayoutError: data.root" in proc.stderr

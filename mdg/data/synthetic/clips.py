@@ -83,10 +83,14 @@ def check_fault_severity(fault_severity: float) -> None:
                          f"intensities), got {fault_severity!r}")
 
 
-def check_audio_args(sample_rate: int, duration_s: float) -> None:
-    if int(sample_rate) != sample_rate or sample_rate < 8000 or not duration_s >= MIN_DURATION_S:
-        raise ValueError(f"need an integer sample_rate >= 8000 Hz and duration_s >= "
-                         f"{MIN_DURATION_S} s, got {sample_rate!r} Hz and {duration_s!r} s")
+def check_sample_rate(sample_rate: int) -> None:
+    if int(sample_rate) != sample_rate or sample_rate < 8000:
+        raise ValueError(f"sample_rate must be an integer >= 8000 Hz, got {sample_rate!r}")
+
+
+def check_duration(duration_s: float) -> None:
+    if not duration_s >= MIN_DURATION_S:
+        raise ValueError(f"duration_s must be >= {MIN_DURATION_S} s, got {duration_s!r}")
 
 
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
@@ -115,7 +119,8 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       (round(duration_s * sample_rate),).
     """
     _check_clip_args(machine, section, domain, split, label, index)
-    check_audio_args(sample_rate, duration_s)
+    check_sample_rate(sample_rate)
+    check_duration(duration_s)
     check_fault_severity(fault_severity)
     if environment_replace:
         domain_shifts.check_replace(machine, environment_replace)

@@ -203,6 +203,20 @@ def _publish(partial: pathlib.Path, final: pathlib.Path, manifest: dict, overwri
     shutil.rmtree(old, ignore_errors=True)
 
 
+def check_machines(machines: Sequence[str]) -> None:
+    """Raises ValueError unless `machines` is a non-empty subset of MIMII_DG_MACHINE_TYPES."""
+    unknown = [m for m in machines if m not in domain_shifts.SECTIONS]
+    if unknown or not machines:
+        raise ValueError(f"unknown machine types {unknown} (or none given); expected a subset of "
+                         f"{MIMII_DG_MACHINE_TYPES}")
+
+
+def check_non_negative_integer(name: str, value: int) -> None:
+    """Raises ValueError unless `value` (the argument `name`: a clip count or the seed) is an integer >= 0."""
+    if int(value) != value or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
 def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACHINE_TYPES,
              sections: Sequence[int] = (0, 1, 2), num_source_train: int = 990,
              num_target_train: int = 10, num_test: int = 50, seed: int = 0,
@@ -235,18 +249,16 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
     """
     machines = tuple(machines)
     sections = tuple(int(s) for s in sections)
-    unknown = [m for m in machines if m not in domain_shifts.SECTIONS]
-    if unknown or not machines:
-        raise ValueError(f"unknown machine types {unknown} (or none given); expected a subset of "
-                         f"{MIMII_DG_MACHINE_TYPES}")
+    check_machines(machines)
     if not sections or any(s not in (0, 1, 2) for s in sections) or len(set(sections)) < len(
             sections):
         raise ValueError(f"sections must be distinct values of 0, 1, 2, got {sections}")
     for name, value in (("num_source_train", num_source_train),
-                        ("num_target_train", num_target_train), ("num_test", num_test)):
-        if int(value) != value or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-    clips.check_audio_args(sample_rate, duration_s)
+                        ("num_target_train", num_target_train), ("num_test", num_test),
+                        ("seed", seed)):
+        check_non_negative_integer(name, value)
+    clips.check_sample_rate(sample_rate)
+    clips.check_duration(duration_s)
     clips.check_fault_severity(fault_severity)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
