@@ -5,6 +5,11 @@ Runs every (variant, seed) of the sweep config as its own ``python -m mdg.main``
 
 - Resumable: a run whose ``results/summary.json`` exists is skipped; an unfinished one is started
   again with the same command and resumes from its checkpoints.
+- A finished run whose recorded config (``<run>/config.json``) differs from its command's only in
+  the scoring settings (:data:`mdg.workdir_guard.SCORING_KEYS`, e.g. an added
+  ``--config.eval.scores=...``) is re-scored with ``--mode evaluate``: its trained models are kept
+  and the old results moved to ``<run>/replaced/``. One that differs in other keys is not run and
+  counts as failed, with the differing keys.
 - ``--parallel N`` runs N at once on this machine (the data is prepared once, before).
 - ``--print_commands`` writes ``DIR/commands.txt``, one run per line, and stops: hand the lines to
   a SLURM array or TPU launcher (``launch/sweep_array.sbatch``), then run the sweep again with
@@ -24,10 +29,11 @@ import sys
 import threading
 import time
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from mdg import compare
+from mdg import compare, workdir_guard
 from mdg.evaluate import write_atomic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Sweep config, e.g. configs/sweeps/dg_losses.py[:tiny].")
@@ -47,10 +53,24 @@ class Run:
     def directory(self) -> str:
         return f"{self.variant}/seed_{self.seed}"
 
-    def command(self, sweep_dir: pathlib.Path, mode: str = "all") -> list[str]:
+    @property
+    def config_arguments(self) -> list[str]:
+        """The run's config flags of ``mdg.main``: config file[:variant], seed and overrides."""
         config, *overrides = self.arguments
-        return [sys.executable, "-m", "mdg.main", "--config", config, "--workdir",
-                str(sweep_dir / self.directory), f"--config.seed={self.seed}", f"--mode={mode}", *overrides]
+        return ["--config", config, f"--config.seed={self.seed}", *overrides]
+
+    def command(self, sweep_dir: pathlib.Path, mode: str = "all") -> list[str]:
+        return [sys.executable, "-m", "mdg.main", *self.config_arguments, "--workdir",
+                str(sweep_dir / self.directory), f"--mode={mode}"]
+
+
+def run_config(run: Run) -> ml_collections.ConfigDict:
+    """The config that ``mdg.main`` builds from the run's command (its ``--config`` flag, locked)."""
+    argv = ["mdg.main", *run.config_arguments]
+    parsed = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=parsed, lock_config=True, sys_argv=argv)
+    parsed(argv)
+    return parsed.config
 
 
 def sweep_runs(config) -> list[Run]:
@@ -76,34 +96,66 @@ def execute(run: Run, sweep_dir: pathlib.Path, mode: str = "all") -> tuple[int, 
     return status, time.perf_counter() - start
 
 
+def plan(runs: list[Run], sweep_dir: pathlib.Path) -> tuple[list[tuple[Run, str]], list[Run]]:
+    """What to do with each run: ([(run, mdg.main mode)] to run, runs of another config).
+
+    An unfinished run is run ("all"); a finished one is skipped, re-scored ("evaluate") when its
+    config differs from its command's in scoring keys only (:func:`mdg.workdir_guard.scoring_changes`),
+    or refused when it differs in others (printed with the differing keys).
+    """
+    to_run, conflicting = [], []
+    for run in runs:
+        if not is_finished(sweep_dir, run):
+            to_run.append((run, "all"))
+            continue
+        try:
+            changes = workdir_guard.scoring_changes(run_config(run), sweep_dir / run.directory)
+        except workdir_guard.WorkdirConfigError as error:
+            conflicting.append(run)
+            print(f"{run.directory}: not run: {error}; in this sweep: move the run folder away to run it anew",
+                  flush=True)
+            continue
+        if changes:
+            to_run.append((run, "evaluate"))
+            print(f"{run.directory}: to re-score, its scoring settings changed: {changes}", flush=True)
+    return to_run, conflicting
+
+
 def run_all(config, sweep_dir: pathlib.Path, parallel: int) -> list[Run]:
-    """Runs the unfinished runs; returns the ones that failed."""
+    """Runs the unfinished runs and re-scores the finished ones whose scoring settings changed;
+    returns the ones that failed (and the finished runs of another config)."""
     runs = sweep_runs(config)
-    pending = [r for r in runs if not is_finished(sweep_dir, r)]
-    print(f"sweep {sweep_dir}: {len(runs)} runs, {len(runs) - len(pending)} finished, {len(pending)} to run",
+    to_run, conflicting = plan(runs, sweep_dir)
+    rescored = sum(mode == "evaluate" for _, mode in to_run)
+    finished = len(runs) - len(to_run) - len(conflicting)
+    print(f"sweep {sweep_dir}: {len(runs)} runs, {finished} finished, {len(to_run) - rescored} to run, "
+          f"{rescored} to re-score" + (f", {len(conflicting)} of another config" if conflicting else ""),
           flush=True)
     # Prepare each distinct dataset once, so parallel runs never build the same cache together.
     prepared = set()
-    for run in pending:
+    for run, _ in to_run:
         if run.arguments not in prepared:
             prepared.add(run.arguments)
             status, _ = execute(run, sweep_dir, mode="prepare")
             if status:
                 print(f"{run.directory}: preparing the data failed (status {status}); see "
                       f"{sweep_dir / run.directory / 'sweep_output.txt'}", flush=True)
-    failed, done, lock = [], [0], threading.Lock()
+    failed, done, lock = list(conflicting), [0], threading.Lock()
 
-    def one(run: Run) -> None:
-        status, seconds = execute(run, sweep_dir)
+    def one(job: tuple[Run, str]) -> None:
+        run, mode = job
+        status, seconds = execute(run, sweep_dir, mode)
         with lock:
             done[0] += 1
-            result = "done" if status == 0 else f"FAILED (status {status}, see {run.directory}/sweep_output.txt)"
-            print(f"[{done[0]}/{len(pending)}] {run.directory}: {result} in {seconds:.0f} s", flush=True)
             if status:
+                result = f"FAILED (status {status}, see {run.directory}/sweep_output.txt)"
                 failed.append(run)
+            else:
+                result = "re-scored" if mode == "evaluate" else "done"
+            print(f"[{done[0]}/{len(to_run)}] {run.directory}: {result} in {seconds:.0f} s", flush=True)
 
     with concurrent.futures.ThreadPoolExecutor(max(parallel, 1)) as pool:
-        list(pool.map(one, pending))
+        list(pool.map(one, to_run))
     return failed
 
 

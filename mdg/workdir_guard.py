@@ -91,6 +91,30 @@ def _move_aside(workdir: epath.Path, names: tuple[str, ...] = RUN_FILES) -> epat
     return target
 
 
+def scoring_changes(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+    """The scoring keys in which ``config`` differs from the run in ``workdir``, as "key (old -> new), ...".
+
+    "" if the configs are the same (but for FREE_KEYS) or the workdir holds no checkpoints or results.
+    Raises WorkdirConfigError: the run's config differs in other keys too, or its config.json is unreadable.
+    """
+    workdir = storage.path(workdir)
+    previous = workdir / CONFIG_FILE
+    if not previous.is_file() or not _has_run_outputs(workdir):
+        return ""
+    try:
+        old = json.loads(previous.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
+                                 f"{workdir} used this config. Pass --restart to start over") from None
+    new = json.loads(config.to_json_best_effort())
+    keys = differing_keys(old, new)
+    if not all(is_scoring_key(k) for k in keys):
+        raise WorkdirConfigError(
+            f"{workdir} holds a run with another config; differing keys: {_changes(old, new, keys)}. Use "
+            "another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
+    return _changes(old, new, keys) if keys else ""
+
+
 def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart: bool = False) -> epath.Path | None:
     """Checks that ``workdir`` may hold this config's run (see the module doc) and writes config.json.
 
@@ -98,31 +122,18 @@ def claim(config: ml_collections.ConfigDict, workdir: str | os.PathLike, restart
     Raises WorkdirConfigError: a different config owns checkpoints or results here and not ``restart``.
     """
     workdir = storage.path(workdir)
-    text = config.to_json_best_effort(indent=2) + "\n"
     moved = None
     aside = RUN_FILES if restart else ()
-    previous = workdir / CONFIG_FILE
-    if not restart and previous.is_file() and _has_run_outputs(workdir):
-        try:
-            old = json.loads(previous.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
-                                     f"{workdir} used this config. Pass --restart to start over") from None
-        new = json.loads(text)
-        keys = differing_keys(old, new)
-        if keys and all(is_scoring_key(k) for k in keys):
-            aside = ("results", CONFIG_FILE)
-            logging.warning("%s: only the scoring settings changed (%s): the trained models are kept and "
-                            "scored anew", workdir, _changes(old, new, keys))
-        elif keys:
-            raise WorkdirConfigError(
-                f"{workdir} holds a run with another config; differing keys: {_changes(old, new, keys)}. Use "
-                "another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
+    changes = "" if restart else scoring_changes(config, workdir)
+    if changes:
+        aside = ("results", CONFIG_FILE)
+        logging.warning("%s: only the scoring settings changed (%s): the trained models are kept and "
+                        "scored anew", workdir, changes)
     if jax.process_index() == 0:
         moved = _move_aside(workdir, aside)
         if moved and not restart:
             logging.warning("the previous results and config.json are in %s", moved)
-        evaluate.write_atomic(previous, text)
+        evaluate.write_atomic(workdir / CONFIG_FILE, config.to_json_best_effort(indent=2) + "\n")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("mdg workdir claimed")
     return moved

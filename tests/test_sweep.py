@@ -10,8 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from absl import flags
-from ml_collections import config_flags
 from sklearn.metrics import roc_auc_score
 
 from mdg import compare
@@ -20,9 +18,9 @@ from mdg import sweep as mdg_sweep
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def sweep(workdir, cache, *flags):
+def sweep(workdir, cache, *flags, config="configs/sweeps/dg_losses.py:tiny"):
     env = dict(os.environ, MDG_CACHE=str(cache), JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "-m", "mdg.sweep", "--config", "configs/sweeps/dg_losses.py:tiny",
+    return subprocess.run([sys.executable, "-m", "mdg.sweep", "--config", config,
                            "--workdir", str(workdir), *flags], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1200)
 
@@ -56,6 +54,60 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
     commands = sweep(workdir, cache, "--print_commands")
     lines = (workdir / "commands.txt").read_text().splitlines()
     assert commands.returncode == 0 and len(lines) == 4 and all("mdg.main" in line for line in lines)
+
+
+ONE_RUN_SWEEP = """
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seeds = (0,)
+    c.bootstrap = 10
+    c.variants = {"ae": "configs/ae.py:tiny"}
+    c.baseline = "ae/mse"
+    return c
+"""
+
+
+def test_a_finished_run_is_rescored_after_a_scoring_change_and_kept_when_unchanged(tmp_path):
+    """The tiny AE scores with mse and mahalanobis; the variant then asks for mse alone (a scoring
+    key): the sweep re-scores the run with --mode evaluate, the trained model kept. Unchanged, the
+    run is skipped; changed in a training key, it is refused and left as it is."""
+    workdir, cache, config = tmp_path / "sweep", tmp_path / "cache", tmp_path / "one_run.py"
+    config.write_text(ONE_RUN_SWEEP)
+    run = workdir / "ae" / "seed_0"
+    first = sweep(workdir, cache, config=str(config))
+    assert first.returncode == 0 and "1 to run, 0 to re-score" in first.stdout, first.stdout[-3000:]
+    checkpoints = sorted(p.relative_to(run) for p in (run / "checkpoints").rglob("*"))
+    metrics = (run / "metrics.jsonl").read_text()
+
+    mse_only = "--config.variants.ae=configs/ae.py:tiny --config.eval.scores=mse"
+    rescored = sweep(workdir, cache, mse_only, config=str(config))
+    assert rescored.returncode == 0, rescored.stdout[-3000:] + rescored.stderr[-3000:]
+    assert "0 finished, 0 to run, 1 to re-score" in rescored.stdout
+    assert "ae/seed_0: to re-score, its scoring settings changed: eval.scores ('mse,mahalanobis' -> 'mse')" \
+        in rescored.stdout
+    assert "[1/1] ae/seed_0: re-scored" in rescored.stdout
+    assert set(json.loads((run / "results/summary.json").read_text())["official_scores"]) == {"mse"}
+    (moved,) = (run / "replaced").iterdir()
+    assert sorted(p.name for p in moved.iterdir()) == ["config.json", "results"]
+    assert sorted(p.relative_to(run) for p in (run / "checkpoints").rglob("*")) == checkpoints
+    assert (run / "metrics.jsonl").read_text() == metrics     # restored, not trained again
+    assert "restore fan: step" in (run / "sweep_output.txt").read_text()
+
+    again = sweep(workdir, cache, mse_only, config=str(config))
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "1 finished, 0 to run, 0 to re-score" in again.stdout
+    assert len(list((run / "replaced").iterdir())) == 1
+
+    summary = (run / "results/summary.json").read_text()
+    other = sweep(workdir, cache, mse_only + " --config.train.learning_rate=0.5", config=str(config))
+    assert other.returncode == 1, other.stdout[-3000:]
+    assert "0 to re-score, 1 of another config" in other.stdout and "ae/seed_0: not run: " in other.stdout
+    assert "differing keys: train.learning_rate (0.001 -> 0.5)" in other.stdout
+    assert (run / "results/summary.json").read_text() == summary
+    assert len(list((run / "replaced").iterdir())) == 1
 
 
 def _fake_run(rng, scores_shift):
@@ -130,7 +182,7 @@ def test_one_bootstrap_scores_each_method_once_and_gives_every_row_its_own_inter
 
 
 @pytest.mark.parametrize("sweep_variant", ["", "cpu", "baselines", "machine_section", "tiny"])
-def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant):
+def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant, monkeypatch):
     """Each run's config file, its ``:variant`` and every ``--config.KEY=VALUE`` override resolve
     as ``mdg.main`` would parse them (an unknown key or variant fails here, not an hour into a sweep)."""
     spec = importlib.util.spec_from_file_location("dg_losses", ROOT / "configs/sweeps/dg_losses.py")
@@ -138,14 +190,11 @@ def test_every_run_of_the_sweep_configs_is_a_valid_main_config(sweep_variant):
     spec.loader.exec_module(module)
     runs = mdg_sweep.sweep_runs(module.get_config(sweep_variant))
     assert runs
+    monkeypatch.chdir(ROOT)   # the config files are named relative to the project, as the sweep runs them
     for run in runs:
-        config_file, *overrides = run.arguments
-        argv = ["mdg.main", f"--config={ROOT / config_file}", *overrides]
-        parsed = flags.FlagValues()
-        config_flags.DEFINE_config_file("config", None, "", flag_values=parsed, lock_config=True,
-                                        sys_argv=argv)
-        parsed(argv)
-        config = parsed.config
+        config = mdg_sweep.run_config(run)
+        assert config.seed == run.seed
+        _, *overrides = run.arguments
         for override in overrides:
             key, value = override.removeprefix("--config.").split("=", 1)
             node = config
