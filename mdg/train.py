@@ -345,6 +345,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mode: st
     """
     objective = objectives.from_config(config)      # configuration errors before any work
     methods = score_methods.from_config(config)
+    prepare.check_synthetic_settings(config)
     workdir = storage.path(workdir)   # local folder or gs:// bucket
     workdir.mkdir(parents=True, exist_ok=True)
     workdir_guard.claim(config, workdir, restart)

@@ -17,9 +17,12 @@ def main(tmp_path, *args):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def empty_folder(tmp_path):
-    (tmp_path / "empty").mkdir()
-    return tmp_path / "empty"
+def tiny_ae_config():
+    """configs/ae.py:tiny, as main builds it."""
+    spec = importlib.util.spec_from_file_location("ae_config", ROOT / "configs" / "ae.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config("tiny")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -65,6 +68,22 @@ def test_bad_synthetic_setting_names_its_key_before_generating(tmp_path, overrid
     assert not (tmp_path / "cache").exists()
 
 
+def test_bad_synthetic_setting_leaves_a_finished_run_as_it_was(tmp_path):
+    """A bad value of a scoring key (the fault severity) is refused before the workdir guard would
+    move the finished run's results aside to re-score it."""
+    workdir = tmp_path / "w"
+    (workdir / "checkpoints" / "fan" / "20").mkdir(parents=True)
+    (workdir / "results").mkdir()
+    (workdir / "results" / "summary.json").write_text("{}")
+    (workdir / "config.json").write_text(tiny_ae_config().to_json_best_effort(indent=2))
+    proc = main(tmp_path, "--config", "configs/ae.py:tiny", "--mode", "evaluate",
+                "--config.data.synthetic.fault_severity=0")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config data.synthetic.fault_severity")
+    assert (workdir / "results" / "summary.json").read_text() == "{}"
+    assert not (workdir / "replaced").exists()
+
+
 def test_traceback_flag_shows_the_traceback(tmp_path):
     proc = main(tmp_path, "--config", "configs/ae.py:tiny", f"--config.data.root={tmp_path}/nowhere", "--traceback")
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "LayoutError: data.root" in proc.stderr
@@ -73,10 +92,7 @@ def test_traceback_flag_shows_the_traceback(tmp_path):
 def test_workdir_of_another_config_is_refused_then_restarted(tmp_path):
     workdir = tmp_path / "w"
     (workdir / "checkpoints" / "fan" / "20").mkdir(parents=True)
-    spec = importlib.util.spec_from_file_location("ae_config", ROOT / "configs" / "ae.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    other = module.get_config("tiny")
+    other = tiny_ae_config()
     other.train.learning_rate = 0.5
     (workdir / "config.json").write_text(other.to_json_best_effort(indent=2))
     proc = main(tmp_path, "--config", "configs/ae.py:tiny", "--mode", "prepare")
