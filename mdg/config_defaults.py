@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.input = ml_collections.ConfigDict()
     c.input.window = 5            # frames per model input
     c.input.train_hop = 1         # frames between training windows
+    c.input.train_jitter = True   # each epoch, windows start 0..train_hop-1 frames off the grid (pipeline.TrainBatches)
     c.input.eval_hop = 1          # frames between scoring windows
     c.input.flatten = True        # (window, mels) -> window * mels, frame-major
     c.input.eval_batch_size = 2048

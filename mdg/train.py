@@ -213,7 +213,7 @@ def train_unit(config: ml_collections.ConfigDict, unit: Unit, mesh, workdir: epa
             log_mels=log_mels[train_idx], window=config.input.window, hop=config.input.train_hop,
             global_batch_size=config.train.batch_size, seed=seed, flatten=config.input.flatten,
             clip_labels=None if classes is None else classes[train_idx], shuffle_clips=config.input.shuffle_clips,
-            process_index=jax.process_index(), process_count=jax.process_count())
+            jitter=config.input.train_jitter, process_index=jax.process_index(), process_count=jax.process_count())
 
     batches = training_stream()
     total_steps = config.train.num_epochs * batches.steps_per_epoch

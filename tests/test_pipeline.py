@@ -63,10 +63,46 @@ def test_an_epoch_gives_every_window_once_with_its_clip_label(shuffle_clips):
     assert len(expected) - len(seen) == stream.num_windows % batch
 
 
-def test_the_order_is_a_function_of_seed_and_position_so_a_resumed_stream_continues_exactly():
-    make = lambda seed: pipeline.TrainBatches(coded_clips(), window=2, hop=1, global_batch_size=8, seed=seed,
-                                              flatten=False, shuffle_clips=3)
-    straight = batches_of(make(0), 40)   # crosses an epoch boundary (11 clips x 8 windows / 8 = 11 steps)
+@pytest.mark.parametrize("window, hop", [(3, 4), (4, 4), (2, 3)])
+def test_jittered_windows_take_each_grid_slot_once_per_epoch_at_offsets_that_change(window, hop):
+    """Grid of 9 frames: window 3 / hop 4 gives starts 0, 4 and offsets 0..2 (the last window must
+    end in the clip), window 4 / hop 4 starts 0, 4 and offsets 0..1, window 2 / hop 3 offsets 0..2."""
+    data, batch = coded_clips(), 4
+    stream = pipeline.TrainBatches(data, window=window, hop=hop, global_batch_size=batch, seed=2,
+                                   flatten=False, shuffle_clips=4, jitter=True)
+    grid = np.arange(0, NUM_FRAMES - window + 1, hop)
+    max_offset = min(hop - 1, NUM_FRAMES - window - grid[-1])
+    assert stream.num_windows == NUM_CLIPS * len(grid)
+    offsets_by_epoch = []
+    for _ in range(3):
+        slots, offsets = [], []
+        for b in batches_of(stream, stream.steps_per_epoch):
+            clip, start = decode(b["x"], window)
+            for row in range(batch):
+                np.testing.assert_array_equal(b["x"][row], data[clip[row], start[row]:start[row] + window])
+            slot = np.searchsorted(grid, start, side="right") - 1
+            slots += list(zip(clip, slot))
+            offsets += list(start - grid[slot])
+        assert len(slots) == len(set(slots)) == stream.steps_per_epoch * batch   # each slot at most once
+        assert min(offsets) >= 0 and max(offsets) <= max_offset
+        offsets_by_epoch.append(offsets)
+    everything = np.concatenate(offsets_by_epoch)
+    assert set(everything) == set(range(max_offset + 1))     # every offset occurs
+    assert offsets_by_epoch[0] != offsets_by_epoch[1]
+
+
+def test_without_jitter_or_at_hop_1_the_windows_stay_on_the_grid():
+    kwargs = dict(window=2, global_batch_size=8, seed=4, flatten=True, shuffle_clips=3)
+    for hop, jitter in ((3, False), (1, True)):
+        for b in batches_of(pipeline.TrainBatches(coded_clips(), hop=hop, jitter=jitter, **kwargs), 12):
+            assert set(decode(b["x"], 2)[1] % hop) == {0}
+
+
+@pytest.mark.parametrize("hop, jitter", [(1, False), (3, True)])
+def test_the_order_is_a_function_of_seed_and_position_so_a_resumed_stream_continues_exactly(hop, jitter):
+    make = lambda seed: pipeline.TrainBatches(coded_clips(), window=2, hop=hop, global_batch_size=8, seed=seed,
+                                              flatten=False, shuffle_clips=3, jitter=jitter)
+    straight = batches_of(make(0), 40)   # crosses epoch boundaries (11 or 4 steps per epoch)
     resumed = make(0)
     first = batches_of(resumed, 17)
     again = make(0)
