@@ -6,21 +6,36 @@ of each anomalous clip with the run's generator settings). Per score and machine
 each kind's clips against the normal clips of their (section, domain), averaged over the
 (section, domain) cells: below 0.5, the score ranks that fault *more* normal than normal clips.
 
+With ``--paired`` it also scores each anomalous clip's fault-free twin: the same clip (every random
+draw the same: machine, attributes, environment) rendered at a fault severity so small that the fault
+changes nothing (``FAULT_FREE``), through the run's own model and scores. The twins' AUC against the
+normal clips is what that kind's AUC would be if the model ignored the fault (with 10 normal clips
+per cell it is not 0.5 but chance plus sampling noise), and the paired difference, score with the
+fault minus score of the twin in units of the cell's normal-score spread, is what the fault itself
+does to the score, free of that noise.
+
     python docs/fault_kinds.py WORKDIR      # a finished run on the built-in synthetic dataset
+    python docs/fault_kinds.py WORKDIR --paired     # + fault-free twins (re-scores: minutes)
 """
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import re
 
+import ml_collections
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from mdg.data import synthetic
+from mdg import objectives, score_methods, sharding, train, units
+from mdg.data import features, prepare, synthetic, tfds_builder
 
 _ANOMALY = re.compile(r"section_(\d+)_(source|target)_test_anomaly_(\d+)")
+# Fault severity of the fault-free twins: a level fault 180 dB down, a speed / voltage / delay change
+# scaled by 1e-9; the generator's other draws (and so the clip's normal sound) are unchanged.
+FAULT_FREE = 1e-9
 
 
 def fault_kind(machine: str, file_name: str, seed: int, fault_severity: float) -> str:
@@ -47,9 +62,67 @@ def kind_aucs(table: pd.DataFrame, score: str) -> dict[str, float]:
     return result
 
 
+def twin_log_mels(config: ml_collections.ConfigDict, test: dict) -> np.ndarray:
+    """(clips, frames, mels) log-Mel of a unit's test clips, the anomalous ones replaced by their
+    fault-free twins (the run's generator settings at severity ``FAULT_FREE``)."""
+    settings = config.data.synthetic
+    log_mel = np.array(test["log_mel"][:])
+    waveforms = []
+    for row in np.flatnonzero(test["label"] == 1):
+        match = _ANOMALY.match(str(test["file_name"][row]))
+        twin = synthetic.synthesize_clip(
+            str(test["machine"][row]), int(match[1]), match[2], "test", "anomaly", int(match[3]),
+            seed=settings.seed, sample_rate=config.features.sample_rate, duration_s=settings.duration_s,
+            fault_severity=FAULT_FREE)
+        waveforms.append((row, twin.pcm.astype(np.float32) / 32768))
+    for row, twin_log_mel in features.log_mel_stream(
+            waveforms, **tfds_builder.feature_settings(dict(config.features))):
+        log_mel[row] = twin_log_mel
+    return log_mel
+
+
+def twin_scores(workdir: pathlib.Path) -> pd.DataFrame:
+    """The run's scores of every anomalous test clip's fault-free twin: columns class (machine type),
+    file_name and ``twin_<score>`` per score of the run."""
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    objective, methods = objectives.from_config(config), score_methods.from_config(config)
+    mesh = sharding.make_mesh(config.train.num_devices or None)
+    frames = []
+    for unit in units.iterate_units(config, prepare.prepare(config)):
+        graphdef, state = train.train_unit(config, unit, mesh, workdir, allow_training=False)
+        twins = dataclasses.replace(unit, test={**unit.test, "log_mel": twin_log_mels(config, unit.test)})
+        scored = score_methods.score_unit(config, twins, graphdef, {"params": state["params"], "rest": state["rest"]},
+                                          mesh, objective, methods)
+        anomalous = unit.test["label"] == 1
+        frames.append(pd.DataFrame({"class": unit.test["machine"][anomalous].astype(str),
+                                    "file_name": unit.test["file_name"][anomalous].astype(str),
+                                    **{f"twin_{m}": scored.scores[m][1][anomalous] for m in methods}}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def paired_effects(table: pd.DataFrame, score: str) -> dict[str, tuple[float, float, float]]:
+    """{kind: (AUC of the twins, share of clips the fault raised, median rise)} of ``table`` (one
+    machine type's test clips with columns section, domain, kind, ``score`` and ``twin_<score>``, the
+    twin score of the anomalous clips). The rise is (score - twin score) / the standard deviation
+    of the normal clips' scores of the clip's (section, domain) cell; the AUC is the mean over cells."""
+    result = {}
+    for kind in sorted(set(table["kind"]) - {"normal"}):
+        aucs, rises = [], []
+        for _, cell in table.groupby(["section", "domain"]):
+            normal, faulty = cell[cell["kind"] == "normal"][score], cell[cell["kind"] == kind]
+            if len(normal) and len(faulty):
+                twin = faulty[f"twin_{score}"]
+                aucs.append(roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(twin))], np.r_[normal, twin]))
+                rises.append((faulty[score] - twin) / max(float(np.std(normal)), 1e-12))
+        rises = np.concatenate(rises)
+        result[kind] = (float(np.mean(aucs)), float(np.mean(rises > 0)), float(np.median(rises)))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir", type=pathlib.Path)
+    parser.add_argument("--paired", action="store_true", help="also score each anomalous clip's fault-free twin")
     args = parser.parse_args()
     config = json.loads((args.workdir / "config.json").read_text())
     if config["data"]["root"]:
@@ -60,14 +133,22 @@ def main() -> None:
     table["kind"] = [fault_kind(machine, name, settings["seed"], settings.get("fault_severity", 1.0))
                      for machine, name in zip(table["class"], table["file_name"])]
     scores = [c for c in table.columns if c.startswith("anomaly_score_")]
+    if args.paired:
+        twins = twin_scores(args.workdir)
+        twins.columns = [c.replace("twin_", "twin_anomaly_score_") for c in twins.columns]
+        table = table.merge(twins, on=["class", "file_name"], how="left")
+        scores = [s for s in scores if f"twin_{s}" in table.columns]
     print(f"{args.workdir}: AUC per fault kind (mean over section x domain cells)")
     print("| machine type | score | AUC per fault kind |")
     print("|---|---|---|")
     for machine, rows in table.groupby("class"):
         for score in scores:
             aucs = kind_aucs(rows, score)
-            print(f"| {machine} | {score.removeprefix('anomaly_score_')} | "
-                  + ", ".join(f"{k} {a:.2f}" for k, a in aucs.items()) + " |")
+            text = ", ".join(f"{k} {a:.2f}" for k, a in aucs.items())
+            if args.paired:
+                text = ", ".join(f"{k} {aucs[k]:.2f} (twins {t:.2f}; raised {r:.0%}, by {d:+.2f} sd)"
+                                 for k, (t, r, d) in paired_effects(rows, score).items())
+            print(f"| {machine} | {score.removeprefix('anomaly_score_')} | {text} |")
 
 
 if __name__ == "__main__":
