@@ -153,7 +153,9 @@ def comparison_rows(runs: dict[str, list[RunScores]], run_dirs: dict[str, list[s
             for figure in ("auc_source", "auc_target", "pauc"):
                 row[f"hmean_{figure}_mean"] = float(np.mean([_hmean_figure(s, figure) for s in summaries]))
             for machine in sorted(summaries[0]["machines"]):
-                row[f"official_{machine}"] = float(np.mean([s["machines"][machine]["official_score"] for s in summaries]))
+                per_seed = np.array([s["machines"][machine]["official_score"] for s in summaries], np.float64)
+                row[f"official_{machine}"] = float(per_seed.mean())
+                row[f"official_{machine}_std"] = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
             row["diff_to_baseline"] = row["official_mean"] - base_mean
             row["diff_low"], row["diff_high"] = bootstrap.difference_interval(
                 variant_runs, method, runs[base_variant], base_method)
@@ -167,7 +169,8 @@ def _percent(value: float) -> str:
 
 
 def markdown_table(rows: list[dict], baseline: str) -> str:
-    machines = [k[len("official_"):] for k in rows[0] if k.startswith("official_") and k not in ("official_mean", "official_std")]
+    machines = [k[len("official_"):-len("_std")] for k in rows[0]
+                if k.startswith("official_") and k.endswith("_std") and k != "official_std"]
     header = (["method", "seeds", "official mean (%)", "std (%)", "h-mean AUC source (%)", "h-mean AUC target (%)",
                "h-mean pAUC (%)"] + [f"{m} (%)" for m in machines]
               + [f"diff to {baseline} (points)", "95 % interval (points)", "reports"])
@@ -176,7 +179,8 @@ def markdown_table(rows: list[dict], baseline: str) -> str:
         links = " ".join(f"[{i}]({path})" for i, path in enumerate(r["reports"]))
         cells = ([r["method"], str(r["seeds"]), _percent(r["official_mean"]), _percent(r["official_std"]),
                   _percent(r["hmean_auc_source_mean"]), _percent(r["hmean_auc_target_mean"]),
-                  _percent(r["hmean_pauc_mean"])] + [_percent(r[f"official_{m}"]) for m in machines]
+                  _percent(r["hmean_pauc_mean"])]
+                 + [f"{_percent(r[f'official_{m}'])} ± {_percent(r[f'official_{m}_std'])}" for m in machines]
                  + [f"{100 * r['diff_to_baseline']:+.2f}",
                     f"{100 * r['diff_low']:+.2f} to {100 * r['diff_high']:+.2f}", links])
         lines.append("| " + " | ".join(cells) + " |")

@@ -36,9 +36,15 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
                     for s in (0, 1)])
     for method, row in rows.items():
         variant, score = method.split("/")
-        official = [json.loads((workdir / f"{variant}/seed_{s}/results/summary.json").read_text())
-                    ["official_scores"][score] for s in (0, 1)]
+        summaries = [json.loads((workdir / f"{variant}/seed_{s}/results/summary.json").read_text()) for s in (0, 1)]
+        official = [summary["official_scores"][score] for summary in summaries]
         assert int(row["seeds"]) == 2
+        machines = summaries[0]["methods"][score]["machines"]
+        for machine in machines:   # per machine type: mean and std over the seeds
+            per_seed = [summary["methods"][score]["machines"][machine]["official_score"] for summary in summaries]
+            np.testing.assert_allclose(float(row[f"official_{machine}"]), np.mean(per_seed), rtol=1e-12)
+            np.testing.assert_allclose(float(row[f"official_{machine}_std"]), np.std(per_seed, ddof=1),
+                                       rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(float(row["official_mean"]), np.mean(official), rtol=1e-12)
         np.testing.assert_allclose(float(row["official_std"]), np.std(official, ddof=1), rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(float(row["diff_to_baseline"]), np.mean(official) - base, atol=1e-12)
@@ -47,6 +53,7 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
     assert float(rows["ae/mse"]["diff_low"]) == float(rows["ae/mse"]["diff_high"]) == 0.0
     markdown = (workdir / "comparison.md").read_text()
     assert "ae/seed_1/results/report.html" in markdown and "diff to ae/mse" in markdown
+    assert all(f"| {m} (%) |" in markdown for m in machines) and " ± " in markdown
 
     # A second call finds every run finished and only rewrites the table.
     again = sweep(workdir, cache)
