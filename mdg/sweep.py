@@ -13,7 +13,8 @@ Runs every (variant, seed) of the sweep config as its own ``python -m mdg.main``
 - ``--parallel N`` runs N at once on this machine (the data is prepared once, before).
 - ``--print_commands`` writes ``DIR/commands.txt``, one run per line, and stops: hand the lines to
   a SLURM array or TPU launcher (``launch/sweep_array.sbatch``), then run the sweep again with
-  ``--collect`` to write the comparison (of the finished runs; the ``seeds`` column counts them).
+  ``--collect`` to write the comparison (of the runs finished with their command's config; the
+  ``seeds`` column counts them).
 - TensorBoard: every run writes ``<run>/tensorboard``, so ``tensorboard --logdir DIR`` compares them.
 """
 
@@ -97,11 +98,12 @@ def execute(run: Run, sweep_dir: pathlib.Path, mode: str = "all") -> tuple[int, 
 
 
 def plan(runs: list[Run], sweep_dir: pathlib.Path) -> tuple[list[tuple[Run, str]], list[Run]]:
-    """What to do with each run: ([(run, mdg.main mode)] to run, runs of another config).
+    """What to do with each run: ([(run, mdg.main mode)] to run, finished runs not to run).
 
     An unfinished run is run ("all"); a finished one is skipped, re-scored ("evaluate") when its
     config differs from its command's in scoring keys only (:func:`mdg.workdir_guard.scoring_changes`),
-    or refused when it differs in others (printed with the differing keys).
+    or refused when it differs in others (printed with the differing keys) or its command gives no
+    config (printed with the error).
     """
     to_run, conflicting = [], []
     for run in runs:
@@ -112,8 +114,13 @@ def plan(runs: list[Run], sweep_dir: pathlib.Path) -> tuple[list[tuple[Run, str]
             changes = workdir_guard.scoring_changes(run_config(run), sweep_dir / run.directory)
         except workdir_guard.WorkdirConfigError as error:
             conflicting.append(run)
-            print(f"{run.directory}: not run: {error}; in this sweep: move the run folder away to run it anew",
+            print(f"{run.directory}: not run: {error.problem}; move the run folder away to run it anew",
                   flush=True)
+            continue
+        except (flags.Error, ValueError, KeyError, AttributeError, TypeError) as error:
+            conflicting.append(run)    # the sweep config's command for it is broken
+            print(f"{run.directory}: not run: its command {shlex.join(run.config_arguments)!r} gives no "
+                  f"config: {type(error).__name__}: {error}", flush=True)
             continue
         if changes:
             to_run.append((run, "evaluate"))
@@ -123,13 +130,13 @@ def plan(runs: list[Run], sweep_dir: pathlib.Path) -> tuple[list[tuple[Run, str]
 
 def run_all(config, sweep_dir: pathlib.Path, parallel: int) -> list[Run]:
     """Runs the unfinished runs and re-scores the finished ones whose scoring settings changed;
-    returns the ones that failed (and the finished runs of another config)."""
+    returns the ones that failed (and the finished runs it could not run)."""
     runs = sweep_runs(config)
     to_run, conflicting = plan(runs, sweep_dir)
     rescored = sum(mode == "evaluate" for _, mode in to_run)
     finished = len(runs) - len(to_run) - len(conflicting)
     print(f"sweep {sweep_dir}: {len(runs)} runs, {finished} finished, {len(to_run) - rescored} to run, "
-          f"{rescored} to re-score" + (f", {len(conflicting)} of another config" if conflicting else ""),
+          f"{rescored} to re-score" + (f", {len(conflicting)} not run (see above)" if conflicting else ""),
           flush=True)
     # Prepare each distinct dataset once, so parallel runs never build the same cache together.
     prepared = set()
@@ -175,13 +182,19 @@ def main(argv) -> int:
         if failed:
             print(f"{len(failed)} run(s) failed; fix and run the same command again (finished runs are kept)")
             return 1
-    unfinished = [r.directory for r in sweep_runs(config) if not is_finished(sweep_dir, r)]
-    if unfinished:
-        print(f"not finished, left out of the comparison: {', '.join(unfinished)}")
+    # Only runs finished with their command's config enter the comparison (with --collect, others
+    # may be unfinished, of another config, or scored with other settings).
+    pending, conflicting = plan(sweep_runs(config), sweep_dir)
+    left_out = {run.directory for run, _ in pending} | {run.directory for run in conflicting}
+    if left_out:
+        print(f"not finished with this sweep's config, left out of the comparison: {', '.join(sorted(left_out))}")
     run_dirs = {}
     for run in sweep_runs(config):
-        if is_finished(sweep_dir, run):
+        if run.directory not in left_out:
             run_dirs.setdefault(run.variant, []).append(run.directory)
+    if not run_dirs:
+        print("no run is finished with this sweep's config; nothing to compare")
+        return 1
     print(compare.write_comparison(sweep_dir, run_dirs, config.baseline, config.bootstrap))
     print(f"comparison: {sweep_dir / 'comparison.md'} ({time.perf_counter() - start:.0f} s)")
     return 0

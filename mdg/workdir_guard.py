@@ -46,7 +46,12 @@ def is_scoring_key(key: str) -> bool:
 
 
 class WorkdirConfigError(errors.UserError):
-    """The workdir belongs to a run with another config."""
+    """The workdir belongs to a run with another config: ``problem`` says how; the message adds what
+    to do about it on ``mdg.main``'s command line (a sweep gives its own advice)."""
+
+    def __init__(self, problem: str, advice: str):
+        super().__init__(f"{problem}. {advice}")
+        self.problem = problem
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -105,13 +110,13 @@ def scoring_changes(config: ml_collections.ConfigDict, workdir: str | os.PathLik
         old = json.loads(previous.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
-                                 f"{workdir} used this config. Pass --restart to start over") from None
+                                 f"{workdir} used this config", "Pass --restart to start over") from None
     new = json.loads(config.to_json_best_effort())
     keys = differing_keys(old, new)
     if not all(is_scoring_key(k) for k in keys):
         raise WorkdirConfigError(
-            f"{workdir} holds a run with another config; differing keys: {_changes(old, new, keys)}. Use "
-            "another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
+            f"{workdir} holds a run with another config; differing keys: {_changes(old, new, keys)}",
+            "Use another --workdir, or pass --restart to move the old run to workdir/replaced/ and start over")
     return _changes(old, new, keys) if keys else ""
 
 

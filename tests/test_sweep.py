@@ -111,10 +111,24 @@ def test_a_finished_run_is_rescored_after_a_scoring_change_and_kept_when_unchang
     summary = (run / "results/summary.json").read_text()
     other = sweep(workdir, cache, mse_only + " --config.train.learning_rate=0.5", config=str(config))
     assert other.returncode == 1, other.stdout[-3000:]
-    assert "0 to re-score, 1 of another config" in other.stdout and "ae/seed_0: not run: " in other.stdout
+    assert "0 to re-score, 1 not run (see above)" in other.stdout and "ae/seed_0: not run: " in other.stdout
     assert "differing keys: train.learning_rate (0.001 -> 0.5)" in other.stdout
+    assert "--restart" not in other.stdout       # mdg.main's advice; the sweep has no such flag
     assert (run / "results/summary.json").read_text() == summary
     assert len(list((run / "replaced").iterdir())) == 1
+
+    # --collect compares only runs finished with their command's config: none here.
+    collected = sweep(workdir, cache, mse_only + " --config.train.learning_rate=0.5", "--collect", config=str(config))
+    assert collected.returncode == 1, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert "left out of the comparison: ae/seed_0" in collected.stdout
+    assert "no run is finished with this sweep's config" in collected.stdout
+
+    # A command that gives no config (a misspelt key): one line for the run, no traceback.
+    broken = sweep(workdir, cache, "--config.variants.ae=configs/ae.py:tiny --config.eval.scorse=mse", config=str(config))
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr, broken.stderr[-3000:]
+    assert "ae/seed_0: not run: its command '--config configs/ae.py:tiny --config.seed=0 --config.eval.scorse=mse' " \
+        "gives no config" in broken.stdout
+    assert (run / "results/summary.json").read_text() == summary
 
 
 def _fake_run(rng, scores_shift):
