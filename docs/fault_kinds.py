@@ -139,6 +139,9 @@ def main() -> None:
         table = table.merge(twins, on=["class", "file_name"], how="left")
         scores = [s for s in scores if f"twin_{s}" in table.columns]
     print(f"{args.workdir}: AUC per fault kind (mean over section x domain cells)")
+    if args.paired:
+        print("twins: the AUC of the kind's fault-free twins; raised: the share of its clips whose score the "
+              "fault raised; by: the median rise, in standard deviations of the cell's normal scores")
     print("| machine type | score | AUC per fault kind |")
     print("|---|---|---|")
     for machine, rows in table.groupby("class"):
