@@ -47,19 +47,27 @@ def fault_kind(machine: str, file_name: str, seed: int, fault_severity: float) -
                                      duration_s=0.5, fault_severity=fault_severity).anomaly
 
 
+def _kind_cells(table: pd.DataFrame, kind: str, score: str):
+    """(normal clips' ``score``, the kind's rows) of each (section, domain) cell of ``table`` holding both."""
+    for _, cell in table.groupby(["section", "domain"]):
+        normal, faulty = cell[cell["kind"] == "normal"][score], cell[cell["kind"] == kind]
+        if len(normal) and len(faulty):
+            yield normal, faulty
+
+
+def _auc(normal: pd.Series, faulty: pd.Series) -> float:
+    return roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(faulty))], np.r_[normal, faulty])
+
+
+def _kinds(table: pd.DataFrame) -> list[str]:
+    return sorted(set(table["kind"]) - {"normal"})
+
+
 def kind_aucs(table: pd.DataFrame, score: str) -> dict[str, float]:
     """{kind: mean AUC over (section, domain) cells} of ``table`` (one machine type's test clips with
     columns section, domain, kind and ``score``)."""
-    result = {}
-    for kind in sorted(set(table["kind"]) - {"normal"}):
-        aucs = []
-        for _, cell in table.groupby(["section", "domain"]):
-            normal, faulty = cell[cell["kind"] == "normal"][score], cell[cell["kind"] == kind][score]
-            if len(normal) and len(faulty):
-                labels = np.r_[np.zeros(len(normal)), np.ones(len(faulty))]
-                aucs.append(roc_auc_score(labels, np.r_[normal, faulty]))
-        result[kind] = float(np.mean(aucs))
-    return result
+    return {kind: float(np.mean([_auc(normal, faulty[score]) for normal, faulty in _kind_cells(table, kind, score)]))
+            for kind in _kinds(table)}
 
 
 def twin_log_mels(config: ml_collections.ConfigDict, test: dict) -> np.ndarray:
@@ -83,7 +91,8 @@ def twin_log_mels(config: ml_collections.ConfigDict, test: dict) -> np.ndarray:
 
 def twin_scores(workdir: pathlib.Path) -> pd.DataFrame:
     """The run's scores of every anomalous test clip's fault-free twin: columns class (machine type),
-    file_name and ``twin_<score>`` per score of the run."""
+    file_name and ``twin_anomaly_score_<method>`` per score method of the run (the clip table's score
+    column names with ``twin_`` before them)."""
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
     objective, methods = objectives.from_config(config), score_methods.from_config(config)
     mesh = sharding.make_mesh(config.train.num_devices or None)
@@ -96,7 +105,7 @@ def twin_scores(workdir: pathlib.Path) -> pd.DataFrame:
         anomalous = unit.test["label"] == 1
         frames.append(pd.DataFrame({"class": unit.test["machine"][anomalous].astype(str),
                                     "file_name": unit.test["file_name"][anomalous].astype(str),
-                                    **{f"twin_{m}": scored.scores[m][1][anomalous] for m in methods}}))
+                                    **{f"twin_anomaly_score_{m}": scored.scores[m][1][anomalous] for m in methods}}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -106,16 +115,12 @@ def paired_effects(table: pd.DataFrame, score: str) -> dict[str, tuple[float, fl
     twin score of the anomalous clips). The rise is (score - twin score) / the standard deviation
     of the normal clips' scores of the clip's (section, domain) cell; the AUC is the mean over cells."""
     result = {}
-    for kind in sorted(set(table["kind"]) - {"normal"}):
-        aucs, rises = [], []
-        for _, cell in table.groupby(["section", "domain"]):
-            normal, faulty = cell[cell["kind"] == "normal"][score], cell[cell["kind"] == kind]
-            if len(normal) and len(faulty):
-                twin = faulty[f"twin_{score}"]
-                aucs.append(roc_auc_score(np.r_[np.zeros(len(normal)), np.ones(len(twin))], np.r_[normal, twin]))
-                rises.append((faulty[score] - twin) / max(float(np.std(normal)), 1e-12))
-        rises = np.concatenate(rises)
-        result[kind] = (float(np.mean(aucs)), float(np.mean(rises > 0)), float(np.median(rises)))
+    for kind in _kinds(table):
+        cells = list(_kind_cells(table, kind, score))
+        twin_auc = np.mean([_auc(normal, faulty[f"twin_{score}"]) for normal, faulty in cells])
+        rises = np.concatenate([(faulty[score] - faulty[f"twin_{score}"]) / max(float(np.std(normal)), 1e-12)
+                                for normal, faulty in cells])
+        result[kind] = (float(twin_auc), float(np.mean(rises > 0)), float(np.median(rises)))
     return result
 
 
@@ -134,9 +139,7 @@ def main() -> None:
                      for machine, name in zip(table["class"], table["file_name"])]
     scores = [c for c in table.columns if c.startswith("anomaly_score_")]
     if args.paired:
-        twins = twin_scores(args.workdir)
-        twins.columns = [c.replace("twin_", "twin_anomaly_score_") for c in twins.columns]
-        table = table.merge(twins, on=["class", "file_name"], how="left")
+        table = table.merge(twin_scores(args.workdir), on=["class", "file_name"], how="left")
         scores = [s for s in scores if f"twin_{s}" in table.columns]
     print(f"{args.workdir}: AUC per fault kind (mean over section x domain cells)")
     if args.paired:
