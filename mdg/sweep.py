@@ -177,17 +177,19 @@ def main(argv) -> int:
         print(f"{len(lines)} commands in {sweep_dir / 'commands.txt'}")
         return 0
     start = time.perf_counter()
-    if not _COLLECT.value:
+    if _COLLECT.value:
+        # Only runs finished with their command's config enter the comparison; others may be
+        # unfinished, of another config, or scored with other settings.
+        pending, conflicting = plan(sweep_runs(config), sweep_dir)
+        left_out = {run.directory for run, _ in pending} | {run.directory for run in conflicting}
+        if left_out:
+            print(f"not finished with this sweep's config, left out of the comparison: {', '.join(sorted(left_out))}")
+    else:
         failed = run_all(config, sweep_dir, _PARALLEL.value)
         if failed:
             print(f"{len(failed)} run(s) failed; fix and run the same command again (finished runs are kept)")
             return 1
-    # Only runs finished with their command's config enter the comparison (with --collect, others
-    # may be unfinished, of another config, or scored with other settings).
-    pending, conflicting = plan(sweep_runs(config), sweep_dir)
-    left_out = {run.directory for run, _ in pending} | {run.directory for run in conflicting}
-    if left_out:
-        print(f"not finished with this sweep's config, left out of the comparison: {', '.join(sorted(left_out))}")
+        left_out = set()     # every run ran (or was re-scored) with its command's config
     run_dirs = {}
     for run in sweep_runs(config):
         if run.directory not in left_out:
