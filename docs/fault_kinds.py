@@ -129,6 +129,9 @@ def main() -> None:
     parser.add_argument("workdir", type=pathlib.Path)
     parser.add_argument("--paired", action="store_true", help="also score each anomalous clip's fault-free twin")
     args = parser.parse_args()
+    for needed in ("config.json", "results/clips.parquet"):
+        if not (args.workdir / needed).is_file():
+            raise SystemExit(f"{args.workdir / needed}: missing; WORKDIR must be a finished mdg.main run")
     config = json.loads((args.workdir / "config.json").read_text())
     if config["data"]["root"]:
         raise SystemExit(f"{args.workdir}: a run on {config['data']['root']}, not on the built-in synthetic data")

@@ -3,6 +3,9 @@ scikit-learn on a table whose answer is known, and the fault-free twins of ``--p
 clip without its fault, replacing only the anomalous rows."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 import pathlib
 
 import numpy as np
@@ -102,3 +105,11 @@ def test_paired_effects_against_a_table_whose_answer_is_known():
     assert np.isclose(effects["loud"][0], np.mean(cells))
     assert effects["loud"][1] == 1.0 and np.isclose(effects["loud"][2], 3.0)
     assert effects["none"][1] == 0.0 and effects["none"][2] == 0.0
+
+
+def test_a_workdir_without_a_finished_run_is_a_one_line_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    result = subprocess.run([sys.executable, str(_PATH), str(tmp_path)], capture_output=True, text=True, timeout=120,
+                            cwd=_PATH.parents[1], env={**os.environ, "PYTHONPATH": str(_PATH.parents[1])})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{tmp_path / 'results/clips.parquet'}: missing; WORKDIR must be a finished mdg.main run" in result.stderr
