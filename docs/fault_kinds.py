@@ -81,7 +81,8 @@ def twin_log_mels(config: ml_collections.ConfigDict, test: dict) -> np.ndarray:
         twin = synthetic.synthesize_clip(
             str(test["machine"][row]), int(match[1]), match[2], "test", "anomaly", int(match[3]),
             seed=settings.seed, sample_rate=config.features.sample_rate, duration_s=settings.duration_s,
-            fault_severity=FAULT_FREE)
+            fault_severity=FAULT_FREE,
+            snr_spread_db=settings.get("snr_spread_db", synthetic.DEFAULT_SNR_SPREAD_DB))
         waveforms.append((row, twin.pcm.astype(np.float32) / 32768))
     for row, twin_log_mel in features.log_mel_stream(
             waveforms, **tfds_builder.feature_settings(dict(config.features))):

@@ -35,6 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic.duration_s = 10.0
     c.data.synthetic.seed = 0
     c.data.synthetic.fault_severity = 1.0  # scales every anomaly's intensity (mdg/data/synthetic/anomalies.py)
+    # Per-clip spread (std, dB) of the machine-to-background ratio (mdg/data/synthetic/domain_shifts.py).
+    c.data.synthetic.snr_spread_db = 1.5
 
     c.features = ml_collections.ConfigDict()
     c.features.sample_rate = 16000

@@ -380,6 +380,8 @@ def test_concurrent_writer_of_the_same_tree(tmp_path, monkeypatch):
     ({"seed": -1}, "seed must be a non-negative integer, got -1"),
     ({"fault_severity": 0.0}, "fault_severity must be a positive number .* got 0.0"),
     ({"fault_severity": float("nan")}, "fault_severity"),
+    ({"snr_spread_db": -1.0}, "snr_spread_db must be a number >= 0 .* got -1.0"),
+    ({"snr_spread_db": float("nan")}, "snr_spread_db"),
 ])
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -410,6 +412,30 @@ def test_fault_severity_scales_the_intensity_and_leaves_normal_clips_alone(machi
     assert np.array_equal(*normal)
 
 
+@pytest.mark.parametrize("machine, label", [("gearbox", "anomaly"), ("valve", "normal")])
+def test_snr_spread_changes_only_the_background_gain(machine, label):
+    # The mix is level * (machine + gain(spread) * background): the clips rendered at three spreads
+    # lie in one plane, which they would not if the spread changed any other draw of the clip.
+    rendered = [synthetic.synthesize_clip(machine, 1, "source", "test", label, 2, duration_s=0.5,
+                                          snr_spread_db=spread) for spread in (0.0, 6.0, 1.5)]
+    assert len({(c.file_name, c.anomaly, c.environment) for c in rendered}) == 1
+    zero, wide, default = (c.pcm.astype(np.float64) for c in rendered)
+    assert np.array_equal(default, synthetic.synthesize_clip(machine, 1, "source", "test", label, 2,
+                                                            duration_s=0.5).pcm)
+    assert np.sqrt(np.mean((wide - zero) ** 2)) > 0.05 * np.sqrt(np.mean(zero ** 2))
+    basis = np.stack([zero, wide], axis=1)
+    coefficients, *_ = np.linalg.lstsq(basis, default, rcond=None)
+    residual = default - basis @ coefficients
+    assert np.sqrt(np.mean(residual ** 2)) < 1.0  # the int16 rounding of three clips: < 1 LSB RMS
+
+
+def test_snr_spread_leaves_the_fan_noise_levels_alone():
+    # Every fan clip's SNR is set by its noise level ("n-lv"), not drawn around the default.
+    pcms = [synthetic.synthesize_clip("fan", 0, "source", "train", "normal", 0, duration_s=0.5,
+                                      snr_spread_db=spread).pcm for spread in (0.0, 6.0)]
+    assert np.array_equal(*pcms)
+
+
 def test_no_anomalies_in_train():
     with pytest.raises(ValueError, match="normal clips only"):
         synthetic.synthesize_clip("fan", 0, "source", "train", "anomaly", 0)
@@ -420,12 +446,13 @@ def test_cli(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mdg.data.synthetic", "--out", str(out), "--machines", "valve",
          "--sections", "2", "--seed", "3", "--num_source_train", "1", "--num_target_train", "1",
-         "--num_test", "1", "--duration", "1", "--fault_severity", "0.5"],
+         "--num_test", "1", "--duration", "1", "--fault_severity", "0.5", "--snr_spread_db", "3"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(list((out / "valve").rglob("*.wav"))) == 6
     assert synthetic.read_manifest(out / "valve")["seed"] == 3
     assert synthetic.read_manifest(out / "valve")["fault_severity"] == 0.5
+    assert synthetic.read_manifest(out / "valve")["snr_spread_db"] == 3.0
 
     with pytest.raises(SystemExit) as error:
         synthetic.main(["--out", str(out), "--machines", "pump"])

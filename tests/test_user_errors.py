@@ -50,6 +50,9 @@ def test_message_alone_and_status_2(tmp_path, args, message):
 @pytest.mark.parametrize("override, message", [
     ("data.synthetic.fault_severity=0", "config data.synthetic.fault_severity: fault_severity must be a "
                                         "positive number (1 = the documented fault intensities), got 0.0"),
+    ("data.synthetic.snr_spread_db=-1", "config data.synthetic.snr_spread_db: snr_spread_db must be a "
+                                        "number >= 0 (the per-clip SNR's standard deviation in dB; 1.5 by "
+                                        "default), got -1.0"),
     ("data.synthetic.num_test=-1", "config data.synthetic.num_test: num_test must be a non-negative integer, "
                                    "got -1"),
     ("data.synthetic.seed=-1", "config data.synthetic.seed: seed must be a non-negative integer, got -1"),

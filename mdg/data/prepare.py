@@ -38,7 +38,7 @@ def _synthetic_settings(config: ml_collections.ConfigDict) -> dict:
         "machines": tuple(_split_names(s.machines)), "num_source_train": s.num_source_train,
         "num_target_train": s.num_target_train, "num_test": s.num_test, "seed": s.seed,
         "duration_s": s.duration_s, "sample_rate": config.features.sample_rate,
-        "fault_severity": s.fault_severity,
+        "fault_severity": s.fault_severity, "snr_spread_db": s.snr_spread_db,
     }
 
 
@@ -59,6 +59,7 @@ def check_synthetic_settings(config: ml_collections.ConfigDict) -> None:
            for name in ("num_source_train", "num_target_train", "num_test", "seed")},
         "duration_s": synthetic.check_duration, "sample_rate": synthetic.check_sample_rate,
         "fault_severity": synthetic.check_fault_severity,
+        "snr_spread_db": synthetic.check_snr_spread,
     }
     for name, check in checks.items():
         try:
@@ -87,7 +88,7 @@ def synthetic_root(config: ml_collections.ConfigDict) -> pathlib.Path:
         root, machines=settings["machines"], num_source_train=settings["num_source_train"],
         num_target_train=settings["num_target_train"], num_test=settings["num_test"],
         seed=settings["seed"], sample_rate=settings["sample_rate"], duration_s=settings["duration_s"],
-        fault_severity=settings["fault_severity"],
+        fault_severity=settings["fault_severity"], snr_spread_db=settings["snr_spread_db"],
         workers=len(os.sched_getaffinity(0)))
     return root
 

@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from mdg.data.layout import MIMII_DG_MACHINE_TYPES
+from mdg.data.synthetic.domain_shifts import DEFAULT_SNR_SPREAD_DB
 from mdg.data.synthetic.writer import generate
 
 
@@ -31,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--fault_severity", type=float, default=1.0,
                         help="scales every anomaly's intensity (1: the documented ranges; 0.5: half "
                              "the boosts and shifts, faults at half the amplitude)")
+    parser.add_argument("--snr_spread_db", type=float, default=DEFAULT_SNR_SPREAD_DB,
+                        help="standard deviation (dB) of each clip's machine-to-background ratio "
+                             "where no attribute sets it")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace machine folders generated with other settings")
     parser.add_argument("--workers", type=int, default=1,
@@ -41,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                  sections=[int(s) for s in args.sections.split(",") if s],
                  num_source_train=args.num_source_train, num_target_train=args.num_target_train,
                  num_test=args.num_test, seed=args.seed, sample_rate=args.sample_rate,
-                 duration_s=args.duration, fault_severity=args.fault_severity, overwrite=args.overwrite, workers=args.workers)
+                 duration_s=args.duration, fault_severity=args.fault_severity, snr_spread_db=args.snr_spread_db,
+                 overwrite=args.overwrite, workers=args.workers)
     except (ValueError, FileExistsError) as error:
         parser.exit(2, f"error: {error}\n")

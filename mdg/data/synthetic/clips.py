@@ -96,6 +96,7 @@ def check_duration(duration_s: float) -> None:
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
                     *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0,
                     fault_severity: float = 1.0,
+                    snr_spread_db: float = domain_shifts.DEFAULT_SNR_SPREAD_DB,
                     environment_replace: Mapping[str, Mapping[str, str]] | None = None
                     ) -> SyntheticClip:
     """Synthesizes one clip; the same arguments always give the same samples.
@@ -112,6 +113,8 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       duration_s: clip length in seconds.
       fault_severity: scales the anomaly's drawn intensity (`anomalies.at_severity`); 1 = the
         documented ranges. Normal clips do not depend on it.
+      snr_spread_db: standard deviation (dB) of the clip's machine-to-background ratio where no
+        attribute sets it (`domain_shifts.render`); changes no other draw.
       environment_replace: {dimension: {pool value: other value}}: the same clip re-rendered in
         another environment (see `domain_shifts.environment`); None for the dataset's clip.
     Returns:
@@ -122,6 +125,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
     check_sample_rate(sample_rate)
     check_duration(duration_s)
     check_fault_severity(fault_severity)
+    domain_shifts.check_snr_spread(snr_spread_db)
     if environment_replace:
         domain_shifts.check_replace(machine, environment_replace)
     rng = np.random.default_rng(
@@ -139,7 +143,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
     attrs = dict(attributes)
     sound = machines.SOUNDS[machine](ctx, section, attrs, anomaly, intensity or 0.0)
     env = domain_shifts.environment(ctx, machine, attrs, environment_replace)
-    pcm = domain_shifts.render(ctx, machine, env, sound)
+    pcm = domain_shifts.render(ctx, machine, env, sound, snr_spread_db)
     return SyntheticClip(file_name=clip_file_name(section, domain, split, label, index, attributes),
                          attributes=attributes, anomaly=anomaly, anomaly_intensity=intensity,
                          environment=tuple(env.items()), pcm=pcm)

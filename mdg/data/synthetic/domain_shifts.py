@@ -29,9 +29,10 @@ from mdg.data.synthetic import primitives as p
 # Output level: clip RMS in dBFS, drawn per clip from N(mean, std); peaks are kept below the limit.
 OUTPUT_RMS_DBFS = (-26.0, 2.0)
 PEAK_LIMIT = 0.9
-# Machine-to-background power ratio (dB, mean and per-clip std) where no attribute sets it.
-DEFAULT_SNR_DB = {"fan": (6.0, 1.5), "gearbox": (8.0, 1.5), "bearing": (6.0, 1.5),
-                  "slider": (6.0, 1.5), "valve": (14.0, 1.5)}
+# Machine-to-background power ratio (dB) where no attribute sets it: the mean per machine type,
+# and the standard deviation of the per-clip draw (the generator's ``snr_spread_db``).
+DEFAULT_SNR_DB = {"fan": 6.0, "gearbox": 8.0, "bearing": 6.0, "slider": 6.0, "valve": 14.0}
+DEFAULT_SNR_SPREAD_DB = 1.5
 # Fan noise levels ("n-lv"): SNR (dB); L1, L2 source (every fan clip), L3, L4 target of section 02.
 NOISE_LEVEL_SNR_DB = {"L1": 8.0, "L2": 5.0, "L3": 1.0, "L4": -2.0}
 # Level (dB, mean and std) of the mixed-in machine (fan "m-n")
@@ -263,10 +264,19 @@ def check_replace(machine: str, replace: Mapping[str, Mapping[str, str]]) -> Non
             raise ValueError(f"{machine}: unknown {dimension!r} value(s) {unknown}; known: {known[dimension]}")
 
 
-def render(ctx: p.Ctx, machine: str, env: Mapping[str, str], sound: np.ndarray) -> np.ndarray:
+def check_snr_spread(snr_spread_db: float) -> None:
+    if not 0 <= snr_spread_db < float("inf"):
+        raise ValueError(f"snr_spread_db must be a number >= 0 (the per-clip SNR's standard "
+                         f"deviation in dB; {DEFAULT_SNR_SPREAD_DB} by default), got {snr_spread_db!r}")
+
+
+def render(ctx: p.Ctx, machine: str, env: Mapping[str, str], sound: np.ndarray,
+           snr_spread_db: float = DEFAULT_SNR_SPREAD_DB) -> np.ndarray:
     """Places the machine sound in its environment `env` (see `environment`) and returns int16 PCM
-    samples (n,)."""
-    snr_db = ctx.normal(*DEFAULT_SNR_DB[machine])
+    samples (n,). The SNR is drawn per clip from N(DEFAULT_SNR_DB[machine], snr_spread_db) unless
+    the fan's noise level ("n-lv") sets it; the draw is made either way, so the spread changes
+    only the SNR, no other draw of the clip."""
+    snr_db = ctx.normal(DEFAULT_SNR_DB[machine], snr_spread_db)
     if "n-lv" in env:
         snr_db = ctx.normal(NOISE_LEVEL_SNR_DB[env["n-lv"]], 0.5)
     scene = sound

@@ -75,7 +75,7 @@ def _write_attribute_csvs(machine_dir: pathlib.Path, machine: str, sections: Seq
 
 def _write_clips(machine_dir: pathlib.Path, machine: str,
                  jobs: Sequence[tuple[int, str, str, str, int]], seed: int, sample_rate: int,
-                 duration_s: float, fault_severity: float
+                 duration_s: float, fault_severity: float, snr_spread_db: float
                  ) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
     """Synthesizes and writes the clips `jobs` (see `_clip_plan`); returns their CSV rows as
     (section, split, file name, attributes)."""
@@ -83,7 +83,7 @@ def _write_clips(machine_dir: pathlib.Path, machine: str,
     for section, domain, split, label, index in jobs:
         clip = clips.synthesize_clip(machine, section, domain, split, label, index, seed=seed,
                                      sample_rate=sample_rate, duration_s=duration_s,
-                                     fault_severity=fault_severity)
+                                     fault_severity=fault_severity, snr_spread_db=snr_spread_db)
         soundfile.write(machine_dir / split / clip.file_name, clip.pcm, sample_rate,
                         subtype="PCM_16")
         rows.append((section, split, clip.file_name, clip.attributes))
@@ -92,6 +92,7 @@ def _write_clips(machine_dir: pathlib.Path, machine: str,
 
 def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[int],
                    seed: int, sample_rate: int, duration_s: float, fault_severity: float,
+                   snr_spread_db: float,
                    sizes: Sequence[int], progress: bool, workers: int) -> None:
     """Writes one machine type's WAVs and attribute CSVs into `machine_dir`."""
     plan = _clip_plan(sections, *sizes)
@@ -99,7 +100,7 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
         (machine_dir / split).mkdir()
     chunks = [plan[i:i + _CHUNK_CLIPS] for i in range(0, len(plan), _CHUNK_CLIPS)]
     args = (machine_dir, machine)
-    settings = (seed, sample_rate, duration_s, fault_severity)
+    settings = (seed, sample_rate, duration_s, fault_severity, snr_spread_db)
     rows = []
     with tqdm.tqdm(total=len(plan), desc=machine, unit="clip", disable=not progress,
                    dynamic_ncols=True) as bar:
@@ -131,11 +132,12 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
 
 def _manifest(machine: str, sections: Sequence[int], num_source_train: int,
               num_target_train: int, num_test: int, seed: int, sample_rate: int,
-              duration_s: float, fault_severity: float) -> dict:
+              duration_s: float, fault_severity: float, snr_spread_db: float) -> dict:
     return {"generator": "mdg.data.synthetic", "version": clips.GENERATOR_VERSION, "machine": machine,
             "sections": list(sections), "num_source_train": num_source_train,
             "num_target_train": num_target_train, "num_test": num_test, "seed": seed,
-            "sample_rate": sample_rate, "duration_s": duration_s, "fault_severity": fault_severity}
+            "sample_rate": sample_rate, "duration_s": duration_s, "fault_severity": fault_severity,
+            "snr_spread_db": snr_spread_db}
 
 
 def read_manifest(machine_dir: str | os.PathLike) -> dict | None:
@@ -220,7 +222,8 @@ def check_non_negative_integer(name: str, value: int) -> None:
 def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACHINE_TYPES,
              sections: Sequence[int] = (0, 1, 2), num_source_train: int = 990,
              num_target_train: int = 10, num_test: int = 50, seed: int = 0,
-             sample_rate: int = 16000, duration_s: float = 10.0, fault_severity: float = 1.0, *,
+             sample_rate: int = 16000, duration_s: float = 10.0, fault_severity: float = 1.0,
+             snr_spread_db: float = domain_shifts.DEFAULT_SNR_SPREAD_DB, *,
              overwrite: bool = False, progress: bool = True, workers: int = 1) -> pathlib.Path:
     """Writes the synthetic dataset in the real MIMII DG / DCASE dev layout under `out_dir`.
 
@@ -236,6 +239,8 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
       duration_s: clip length in seconds.
       fault_severity: scales every anomaly's intensity (`anomalies.at_severity`); 1 = the
         documented ranges. Only anomalous clips depend on it.
+      snr_spread_db: standard deviation (dB) of each clip's machine-to-background ratio where no
+        attribute sets it (`domain_shifts.render`).
       overwrite: replace machine folders made with other settings (or by something else);
         without it such a folder is an error.
       progress: show a tqdm progress bar per machine type.
@@ -260,6 +265,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
     clips.check_sample_rate(sample_rate)
     clips.check_duration(duration_s)
     clips.check_fault_severity(fault_severity)
+    domain_shifts.check_snr_spread(snr_spread_db)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
@@ -269,7 +275,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
         final = out / machine
         manifest = _manifest(machine, sections, int(num_source_train), int(num_target_train),
                              int(num_test), int(seed), int(sample_rate), float(duration_s),
-                             float(fault_severity))
+                             float(fault_severity), float(snr_spread_db))
         _remove_stale_partials(out, machine)
         if final.exists():
             existing = read_manifest(final)
@@ -280,6 +286,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
         partial = pathlib.Path(tempfile.mkdtemp(prefix=_partial_prefix(machine), dir=out))
         try:
             _write_machine(partial, machine, sections, seed, sample_rate, duration_s, fault_severity,
+                           snr_spread_db,
                            (num_source_train, num_target_train, num_test), progress, workers)
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n",
                                                  encoding="utf-8")
