@@ -62,6 +62,7 @@ def synthetic_settings(run: pathlib.Path) -> dict:
 def write_counterfactual(out: pathlib.Path, settings: dict, replace: dict) -> pathlib.Path:
     """The run's dataset under `out`, its source test clips re-rendered with `replace`."""
     common = {"seed": settings["seed"], "duration_s": settings["duration_s"],
+              "fault_severity": settings.get("fault_severity", 1.0),
               "snr_spread_db": settings.get("snr_spread_db", synthetic.DEFAULT_SNR_SPREAD_DB)}
     root = synthetic.generate(out, machines=settings["machines"],
                               num_source_train=settings["num_source_train"],

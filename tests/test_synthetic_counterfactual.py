@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile
 
 from mdg.data import synthetic
 
@@ -82,3 +83,15 @@ def test_parse_replace_and_bad_dimension():
     with pytest.raises(ValueError, match=r"unknown 'f-n' value\(s\) \['Q'\]"):
         synthetic.synthesize_clip("fan", 0, "source", "test", "normal", 0, duration_s=0.2,
                                   environment_replace={"f-n": {"A": "Q"}})
+
+
+def test_re_renders_with_the_runs_fault_severity_and_snr_spread(tmp_path):
+    # A run on milder faults and a wider SNR spread: an identity replacement writes its clips again.
+    settings = {"machines": ["valve"], "num_source_train": 1, "num_target_train": 0, "num_test": 1,
+                "seed": 2, "duration_s": 0.5, "fault_severity": 0.5, "snr_spread_db": 4.0}
+    root = counterfactual.write_counterfactual(tmp_path / "cf", settings, {"f-n": {"A": "A", "B": "B"}})
+    for section in range(3):
+        clip = synthetic.synthesize_clip("valve", section, "source", "test", "anomaly", 0, seed=2,
+                                         duration_s=0.5, fault_severity=0.5, snr_spread_db=4.0)
+        written, _ = soundfile.read(root / "valve" / "test" / clip.file_name, dtype="int16")
+        assert np.array_equal(written, clip.pcm)
