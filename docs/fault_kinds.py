@@ -33,8 +33,9 @@ from mdg import objectives, score_methods, sharding, train, units
 from mdg.data import features, prepare, synthetic, tfds_builder
 
 _ANOMALY = re.compile(r"section_(\d+)_(source|target)_test_anomaly_(\d+)")
-# Fault severity of the fault-free twins: a level fault 180 dB down, a speed / voltage / delay change
-# scaled by 1e-9; the generator's other draws (and so the clip's normal sound) are unchanged.
+# Fault severity of the fault-free twins: every part of the fault scaled by 1e-9 (a level fault 180 dB
+# down, a speed / voltage / delay change or a ratio 1e-9 of the way; anomalies.severity_db /
+# severity_ratio); the generator's other draws (and so the clip's normal sound) are unchanged.
 FAULT_FREE = 1e-9
 
 

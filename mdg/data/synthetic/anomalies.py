@@ -9,11 +9,14 @@ the "anomaly" label gets one kind, drawn uniformly from its machine type's kinds
 drawn uniformly from the kind's range. The implementations are in ``machines/<machine>.py``.
 
 The fault severity (``generate(..., fault_severity=)``, config ``data.synthetic.fault_severity``)
-scales every drawn intensity: 1 is the ranges below; 0.5 halves each boost, speed or voltage
-change, extra load, delay, ripple depth and share of sticking closings, and halves the amplitude of
-the faults whose intensity is a level re. the machine sound (6 dB lower). What a fault changes
-besides its intensity (e.g. the lower ring of a contaminated valve's click) stays. Only anomalous
-clips depend on it, so models trained on one severity can be scored on another.
+scales every fault: 1 is the ranges below; 0.5 halves each boost, speed or voltage change, extra
+load, delay, ripple depth and share of sticking closings, and halves the amplitude of the faults
+whose intensity is a level re. the machine sound (6 dB lower). What a fault changes besides its
+intensity scales too: a sound it adds (an impact, a squeal, a whistle, a rebound click) by
+`severity_db`, a ratio (a lower click ring, more damping, more micro-impacts) by `severity_ratio`.
+So as the severity goes to 0 every fault vanishes and the clip becomes a normal one (its
+fault-free twin, ``docs/fault_kinds.py --paired``). Only anomalous clips depend on it, so models
+trained on one severity can be scored on another.
 """
 
 from __future__ import annotations
@@ -43,7 +46,19 @@ class AnomalyKind:
 
 def at_severity(kind: AnomalyKind, intensity: float, severity: float) -> float:
     """The intensity ``intensity`` (drawn from ``kind``'s range) at fault severity ``severity`` > 0."""
-    return intensity + 20 * math.log10(severity) if kind.level_db else intensity * severity
+    return intensity + severity_db(severity) if kind.level_db else intensity * severity
+
+
+def severity_db(severity: float) -> float:
+    """The level change (dB) of a fault's added sound at fault severity ``severity`` > 0: its
+    amplitude scales with the severity (0 dB at 1), so the sound vanishes with the fault."""
+    return 20 * math.log10(severity)
+
+
+def severity_ratio(ratio: float, severity: float) -> float:
+    """A fault's change by the factor ``ratio`` (a frequency, damping or rate) at fault severity
+    ``severity`` > 0: ``ratio ** severity``, the full ratio at 1 and none (1) as the severity goes to 0."""
+    return ratio ** severity
 
 
 ANOMALIES: dict[str, dict[str, AnomalyKind]] = {

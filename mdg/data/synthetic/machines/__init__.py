@@ -1,6 +1,8 @@
 """The machine types of the synthetic dataset, one module each: `sound(ctx, section, attrs,
-anomaly, intensity)` returns the machine's own sound (unit RMS, float32 (n,)) before the
-environment (``domain_shifts.render``) is added."""
+anomaly, intensity, severity)` returns the machine's own sound (unit RMS, float32 (n,)) before the
+environment (``domain_shifts.render``) is added. ``intensity`` is the fault's, already at the fault
+severity (``anomalies.at_severity``); ``severity`` scales the parts of a fault that its intensity
+does not set (``anomalies.severity_db``, ``anomalies.severity_ratio``); a fan fault has none."""
 
 from typing import Callable
 

@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mdg.data.synthetic import anomalies
 from mdg.data.synthetic import primitives as p
 
 # Bearing units per section: structural resonance (Hz), balls, ball / pitch diameter (contact
@@ -36,7 +37,7 @@ def bearing_rates(shaft_hz: float, balls: int, ratio: float) -> dict[str, float]
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
-          intensity: float) -> np.ndarray:
+          intensity: float, severity: float = 1.0) -> np.ndarray:
     """Motor tones, resonance-coloured rolling noise and micro-impacts; defects add impulses."""
     unit = BEARING_UNITS[section]
     vel = float(attrs["vel"])
@@ -54,7 +55,7 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
                                                (p.tilt(freqs, -3.0), 0.4),
                                                (p.band(freqs, 500.0, None), white)))
     rolling *= np.float32(1) + np.float32(0.3) * p.sine(ctx, p.tone_index(ctx, rates["cage"]))
-    micro_rate = 150 * (3 if contaminated else 1)
+    micro_rate = 150 * (anomalies.severity_ratio(3.0, severity) if contaminated else 1)
     micro_times = ctx.rng.uniform(0, ctx.duration, int(micro_rate * ctx.duration))
     micro = p.resonate(ctx, micro_times, ctx.rng.exponential(1.0, micro_times.size),
                        ((resonance, 250.0, 1.0),))

@@ -20,7 +20,7 @@ FAN_UNITS = ({"blades": 5, "shaft_hz": 28.0, "flow_hz": 900.0},
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
-          intensity: float) -> np.ndarray:
+          intensity: float, severity: float = 1.0) -> np.ndarray:
     """Shaft harmonics dominated by the blade-pass ones; flow noise pulsing at the blade pass."""
     unit = FAN_UNITS[section]
     blades = unit["blades"]

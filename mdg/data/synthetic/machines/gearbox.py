@@ -11,6 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mdg.data.synthetic import anomalies
 from mdg.data.synthetic import primitives as p
 
 # Gearbox units: pinion teeth and housing resonance (Hz) of sections 00 and 01, and of the
@@ -26,7 +27,7 @@ GEARBOX_SLIP_PER_GRAM = 0.0005
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
-          intensity: float) -> np.ndarray:
+          intensity: float, severity: float = 1.0) -> np.ndarray:
     """Mesh harmonics with sidebands, commutator noise at 6x shaft rate, housing resonance."""
     teeth, housing = GEARBOX_ID_UNITS[attrs["id"]] if "id" in attrs else GEARBOX_UNITS[section]
     settings = {**GEARBOX_DEFAULTS, **attrs}
@@ -66,5 +67,5 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
     if anomaly == "gear_damage":
         impact = p.resonate(ctx, p.periodic_times(ctx, shaft, 0.002), 1.0,
                             ((housing, 120.0, 1.0), (2.7 * housing, 300.0, 0.6)))
-        sound_ += p.db_to_amp(intensity - 22.0) * p.unit_rms(impact)
+        sound_ += p.db_to_amp(intensity - 22.0 + anomalies.severity_db(severity)) * p.unit_rms(impact)
     return p.unit_rms(sound_)

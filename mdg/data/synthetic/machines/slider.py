@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mdg.data.synthetic import anomalies
 from mdg.data.synthetic import primitives as p
 
 # Slide-rail units per section: stroke (m), ball-screw lead (m), carriage resonance (Hz) and the
@@ -45,7 +46,7 @@ def slider_motion(ctx: p.Ctx, stroke: float, speed: float, accel: float
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
-          intensity: float) -> np.ndarray:
+          intensity: float, severity: float = 1.0) -> np.ndarray:
     """Ball-screw tones sweeping with the carriage speed, rolling noise and reversal clunks."""
     unit = SLIDER_UNITS[section]
     settings = {**SLIDER_DEFAULTS, **attrs}
@@ -70,13 +71,13 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
         freqs, unit["resonance"] * ctx.rng.uniform(0.97, 1.03), 2.0)) * moving
     hum = p.harmonics(ctx, p.tone_index(ctx, 50.0), np.array([-60.0, 0.0, -60.0, -6.0]))
     clunk = p.resonate(ctx, stroke_starts, 1.0, ((unit["resonance"] / 2, 150.0, 1.0),))
-    clunk_db = -10.0 + (6.0 if anomaly == "loose_belt" else 0.0)
+    clunk_db = -10.0 + (6.0 * severity if anomaly == "loose_belt" else 0.0)
     sound_ = p.unit_rms(tonal) + ctx.db((-3.0, 1.0)) * p.unit_rms(rolling) \
         + ctx.db((-20.0, 1.0)) * p.unit_rms(hum) + ctx.db((clunk_db, 1.0)) * clunk
 
     if anomaly == "no_grease":
         squeal = p.shaped_noise(ctx, p.band(freqs, 3000.0, 6500.0, 2)) * moving
-        sound_ += p.db_to_amp(intensity - 14.0) * p.unit_rms(squeal)
+        sound_ += p.db_to_amp(intensity - 14.0 + anomalies.severity_db(severity)) * p.unit_rms(squeal)
     elif anomaly == "rail_damage":
         travelled = np.cumsum(velocity, dtype=np.float64) / (ctx.sr * unit["stroke"])
         crossings = np.arange(np.floor(travelled[-1]) + 1) + ctx.rng.uniform(0.1, 0.9)

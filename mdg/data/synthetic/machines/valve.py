@@ -11,6 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
+from mdg.data.synthetic import anomalies
 from mdg.data.synthetic import primitives as p
 
 # Valve open/close patterns: period (s) and (open, close) times (s) within one period.
@@ -41,7 +42,7 @@ def _valve_events(ctx: p.Ctx, pattern: str, jitter_s: float) -> tuple[np.ndarray
 
 
 def _one_valve(ctx: p.Ctx, pattern: str, clicks: Mapping[str, tuple[float, float]],
-               anomaly: str | None, intensity: float) -> np.ndarray:
+               anomaly: str | None, intensity: float, severity: float) -> np.ndarray:
     """Opening/closing clicks of one solenoid valve plus the flow hiss while it is open."""
     opens, closes = _valve_events(ctx, pattern, 0.004)
     open_modes, close_modes = np.array(clicks["open"]), np.array(clicks["close"])
@@ -51,9 +52,10 @@ def _one_valve(ctx: p.Ctx, pattern: str, clicks: Mapping[str, tuple[float, float
         closes = closes + late * ctx.rng.uniform(0.04, 0.15, closes.size)
     elif anomaly == "clogging":
         opens = opens + intensity / 1000
-        open_modes = open_modes * 0.85
+        open_modes = open_modes * anomalies.severity_ratio(0.85, severity)
     elif anomaly == "contamination":
-        close_modes, close_damping = close_modes * 0.8, 2.0
+        close_modes = close_modes * anomalies.severity_ratio(0.8, severity)
+        close_damping = anomalies.severity_ratio(2.0, severity)
 
     detune = ctx.rng.uniform(0.98, 1.02)
 
@@ -65,25 +67,26 @@ def _one_valve(ctx: p.Ctx, pattern: str, clicks: Mapping[str, tuple[float, float
     sound = click(opens, open_modes, 0.7, 1.0) + click(closes, close_modes, 1.0, close_damping)
     flow = p.gate(ctx, opens, closes, 0.004)
     if anomaly == "contamination":  # held off the seat: a rebound click, and gas leaks
-        sound += click(closes + ctx.rng.uniform(0.005, 0.02, closes.size), close_modes, 0.5,
-                       close_damping)
+        sound += click(closes + ctx.rng.uniform(0.005, 0.02, closes.size), close_modes,
+                       0.5 * severity, close_damping)
         flow = np.maximum(flow, p.db_to_amp(intensity))
     hiss = p.shaped_noise(ctx, p.band(ctx.freqs, 1500.0, 6000.0, 2))
     sound += np.float32(VALVE_FLOW_LEVEL) * ctx.db((0.0, 1.5)) * hiss * flow
     if anomaly == "clogging":  # the jet through the narrowed orifice whistles while open
         whistle = p.sine(ctx, p.tone_index(ctx, ctx.rng.uniform(3000.0, 4500.0)))
-        sound += np.float32(VALVE_FLOW_LEVEL) * p.db_to_amp(intensity / 3 - 12.0) * whistle * flow
+        sound += np.float32(VALVE_FLOW_LEVEL) * p.db_to_amp(
+            intensity / 3 - 12.0 + anomalies.severity_db(severity)) * whistle * flow
     return sound
 
 
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
-          intensity: float) -> np.ndarray:
+          intensity: float, severity: float = 1.0) -> np.ndarray:
     """A solenoid valve's click pattern over air-supply hum; section 02 may add a second valve."""
     pattern = attrs.get("pat", attrs.get("v1pat"))
-    sound_ = p.unit_rms(_one_valve(ctx, pattern, VALVE_CLICKS[section], anomaly, intensity))
+    sound_ = p.unit_rms(_one_valve(ctx, pattern, VALVE_CLICKS[section], anomaly, intensity, severity))
     second = attrs.get("v2pat", "none")
     if second != "none":
         sound_ += ctx.db(SECOND_VALVE_DB) * p.unit_rms(
-            _one_valve(ctx, second, SECOND_VALVE_CLICKS, None, 0.0))
+            _one_valve(ctx, second, SECOND_VALVE_CLICKS, None, 0.0, 1.0))
     supply = p.harmonics(ctx, p.tone_index(ctx, 50.0), np.array([0.0, -4.0, -10.0, -14.0]))
     return p.unit_rms(sound_ + ctx.db((-22.0, 1.0)) * p.unit_rms(supply))
