@@ -20,7 +20,6 @@ does to the score, free of that noise.
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import re
 
@@ -29,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from mdg import objectives, score_methods, sharding, train, units
+from mdg import objectives, score_methods, sharding, train, units, workdir_guard
 from mdg.data import features, prepare, synthetic, tfds_builder
 
 _ANOMALY = re.compile(r"section_(\d+)_(source|target)_test_anomaly_(\d+)")
@@ -95,7 +94,7 @@ def twin_scores(workdir: pathlib.Path) -> pd.DataFrame:
     """The run's scores of every anomalous test clip's fault-free twin: columns class (machine type),
     file_name and ``twin_anomaly_score_<method>`` per score method of the run (the clip table's score
     column names with ``twin_`` before them)."""
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    config = ml_collections.ConfigDict(workdir_guard.read_run_config(workdir))
     objective, methods = objectives.from_config(config), score_methods.from_config(config)
     mesh = sharding.make_mesh(config.train.num_devices or None)
     frames = []
@@ -134,7 +133,7 @@ def main() -> None:
     for needed in ("config.json", "results/clips.parquet"):
         if not (args.workdir / needed).is_file():
             raise SystemExit(f"{args.workdir / needed}: missing; WORKDIR must be a finished mdg.main run")
-    config = json.loads((args.workdir / "config.json").read_text())
+    config = workdir_guard.read_run_config(args.workdir)
     if config["data"]["root"]:
         raise SystemExit(f"{args.workdir}: a run on {config['data']['root']}, not on the built-in synthetic data")
     settings = config["data"]["synthetic"]

@@ -20,7 +20,6 @@ scores are the run's.
 """
 
 import argparse
-import json
 import pathlib
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ import sys
 import pandas as pd
 import soundfile
 
+from mdg import workdir_guard
 from mdg.data import synthetic
 from mdg.data.synthetic import domain_shifts
 
@@ -49,7 +49,7 @@ def parse_replace(text: str) -> dict[str, dict[str, str]]:
 
 def synthetic_settings(run: pathlib.Path) -> dict:
     """The run's built-in dataset settings (its config.json); exits when it used a data root."""
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    config = workdir_guard.read_run_config(run)
     if config["data"]["root"]:
         raise SystemExit(f"{run} scored the dataset at {config['data']['root']}, not the built-in "
                          "synthetic data: there is nothing to re-render")
@@ -63,7 +63,7 @@ def write_counterfactual(out: pathlib.Path, settings: dict, replace: dict) -> pa
     """The run's dataset under `out`, its source test clips re-rendered with `replace`."""
     common = {"seed": settings["seed"], "duration_s": settings["duration_s"],
               "fault_severity": settings.get("fault_severity", 1.0),
-              "snr_spread_db": settings.get("snr_spread_db", synthetic.DEFAULT_SNR_SPREAD_DB)}
+              "snr_spread_db": settings["snr_spread_db"]}
     root = synthetic.generate(out, machines=settings["machines"],
                               num_source_train=settings["num_source_train"],
                               num_target_train=settings["num_target_train"],

@@ -26,6 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from mdg import errors, evaluate, storage
+from mdg.data.synthetic import domain_shifts
 
 CONFIG_FILE = "config.json"
 # What a run leaves in its workdir; moved aside together on --restart.
@@ -38,6 +39,13 @@ FREE_KEYS = frozenset({"train.log_every_steps", "train.num_devices", "data.cache
 SCORING_KEYS = frozenset({"input.eval_hop", "input.eval_batch_size", "data.synthetic.num_test",
                           "data.synthetic.fault_severity"})
 SCORING_PREFIXES = ("eval.",)
+# Keys added to the config after runs were made, each with the value that reproduces those runs: a
+# config.json without the key is read as if it held this value (`read_run_config`), so an older
+# run resumes, re-scores and re-renders under the newer code.
+ADDED_KEYS = {
+    "input.train_jitter": False,                                           # session 11
+    "data.synthetic.snr_spread_db": domain_shifts.DEFAULT_SNR_SPREAD_DB,  # session 13
+}
 _SHOWN_KEYS = 10
 
 
@@ -63,6 +71,19 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def read_run_config(workdir: str | os.PathLike) -> dict[str, Any]:
+    """The config recorded in ``workdir/config.json`` (nested dict), with the ADDED_KEYS it predates
+    filled in. Raises OSError / ValueError: the file is missing or not JSON."""
+    config = json.loads((storage.path(workdir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    for key, value in ADDED_KEYS.items():
+        *parents, name = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node.setdefault(name, value)
+    return config
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -107,7 +128,7 @@ def scoring_changes(config: ml_collections.ConfigDict, workdir: str | os.PathLik
     if not previous.is_file() or not _has_run_outputs(workdir):
         return ""
     try:
-        old = json.loads(previous.read_text(encoding="utf-8"))
+        old = read_run_config(workdir)
     except (OSError, ValueError) as error:
         raise WorkdirConfigError(f"{previous}: unreadable ({error}); cannot tell whether the run in "
                                  f"{workdir} used this config", "Pass --restart to start over") from None

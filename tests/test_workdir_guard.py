@@ -87,3 +87,28 @@ def test_a_scoring_change_beside_a_training_change_is_refused(tmp_path):
     with pytest.raises(workdir_guard.WorkdirConfigError, match=r"eval.scores .*train.learning_rate"):
         workdir_guard.claim(changed, tmp_path)
     assert not (tmp_path / "replaced").exists()
+
+
+def _drop(tree: dict, dotted: str) -> None:
+    *parents, name = dotted.split(".")
+    for parent in parents:
+        tree = tree[parent]
+    del tree[name]
+
+
+def test_a_run_made_before_a_key_existed_resumes_as_if_it_held_the_value_that_reproduces_it(tmp_path):
+    """An older config.json lacks the keys added since (ADDED_KEYS): the run resumes when the new
+    config holds the value that reproduces it, and is refused naming the key when it does not."""
+    c = config()
+    c.input.train_jitter = False  # the AE's pipeline before session 11; 1.5 dB: the spread before session 13
+    with_run(tmp_path, c)
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    for key in workdir_guard.ADDED_KEYS:
+        _drop(recorded, key)
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert workdir_guard.read_run_config(tmp_path)["data"]["synthetic"]["snr_spread_db"] == 1.5
+    assert workdir_guard.claim(c, tmp_path) is None
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    c.data.synthetic.snr_spread_db = 4.0
+    with pytest.raises(workdir_guard.WorkdirConfigError, match=r"data.synthetic.snr_spread_db \(1.5 -> 4.0\)"):
+        workdir_guard.claim(c, tmp_path)
