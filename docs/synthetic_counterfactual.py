@@ -20,19 +20,19 @@ scores are the run's.
 """
 
 import argparse
+import dataclasses
 import pathlib
 import shutil
 import subprocess
 import sys
 
+import ml_collections
 import pandas as pd
 import soundfile
 
 from mdg import workdir_guard
-from mdg.data import synthetic
+from mdg.data import prepare, synthetic
 from mdg.data.synthetic import domain_shifts
-
-SAMPLE_RATE = 16000
 
 
 def parse_replace(text: str) -> dict[str, dict[str, str]]:
@@ -48,22 +48,18 @@ def parse_replace(text: str) -> dict[str, dict[str, str]]:
 
 
 def synthetic_settings(run: pathlib.Path) -> dict:
-    """The run's built-in dataset settings (its config.json); exits when it used a data root."""
-    config = workdir_guard.read_run_config(run)
-    if config["data"]["root"]:
-        raise SystemExit(f"{run} scored the dataset at {config['data']['root']}, not the built-in "
+    """The run's built-in dataset settings (its config.json, as `prepare.synthetic_settings`);
+    exits when it used a data root."""
+    config = ml_collections.ConfigDict(workdir_guard.read_run_config(run))
+    if config.data.root:
+        raise SystemExit(f"{run} scored the dataset at {config.data.root}, not the built-in "
                          "synthetic data: there is nothing to re-render")
-    settings = dict(config["data"]["synthetic"])
-    settings["machines"] = [m for m in settings["machines"].split(",") if m] or list(
-        synthetic.MIMII_DG_MACHINE_TYPES)
-    return settings
+    return prepare.synthetic_settings(config)
 
 
 def write_counterfactual(out: pathlib.Path, settings: dict, replace: dict) -> pathlib.Path:
     """The run's dataset under `out`, its source test clips re-rendered with `replace`."""
-    common = {"seed": settings["seed"], "duration_s": settings["duration_s"],
-              "fault_severity": settings.get("fault_severity", 1.0),
-              "snr_spread_db": settings["snr_spread_db"]}
+    common = {field.name: settings[field.name] for field in dataclasses.fields(synthetic.RenderSettings)}
     root = synthetic.generate(out, machines=settings["machines"],
                               num_source_train=settings["num_source_train"],
                               num_target_train=settings["num_target_train"],
@@ -74,8 +70,8 @@ def write_counterfactual(out: pathlib.Path, settings: dict, replace: dict) -> pa
                 for index in range(settings["num_test"]):
                     clip = synthetic.synthesize_clip(machine, section, "source", "test", label, index,
                                                      environment_replace=replace, **common)
-                    soundfile.write(root / machine / "test" / clip.file_name, clip.pcm, SAMPLE_RATE,
-                                    subtype="PCM_16")
+                    soundfile.write(root / machine / "test" / clip.file_name, clip.pcm,
+                                    settings["sample_rate"], subtype="PCM_16")
     return root
 
 

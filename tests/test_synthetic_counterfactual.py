@@ -85,13 +85,12 @@ def test_parse_replace_and_bad_dimension():
                                   environment_replace={"f-n": {"A": "Q"}})
 
 
-def test_re_renders_with_the_runs_fault_severity_and_snr_spread(tmp_path):
-    # A run on milder faults and a wider SNR spread: an identity replacement writes its clips again.
-    settings = {"machines": ["valve"], "num_source_train": 1, "num_target_train": 0, "num_test": 1,
-                "seed": 2, "duration_s": 0.5, "fault_severity": 0.5, "snr_spread_db": 4.0}
+def test_re_renders_with_the_runs_sample_rate_fault_severity_and_snr_spread(tmp_path):
+    # A run at 8 kHz on milder faults and a wider SNR spread: an identity replacement writes its clips again.
+    render = {"seed": 2, "sample_rate": 8000, "duration_s": 0.5, "fault_severity": 0.5, "snr_spread_db": 4.0}
+    settings = {"machines": ["valve"], "num_source_train": 1, "num_target_train": 0, "num_test": 1, **render}
     root = counterfactual.write_counterfactual(tmp_path / "cf", settings, {"f-n": {"A": "A", "B": "B"}})
     for section in range(3):
-        clip = synthetic.synthesize_clip("valve", section, "source", "test", "anomaly", 0, seed=2,
-                                         duration_s=0.5, fault_severity=0.5, snr_spread_db=4.0)
-        written, _ = soundfile.read(root / "valve" / "test" / clip.file_name, dtype="int16")
-        assert np.array_equal(written, clip.pcm)
+        clip = synthetic.synthesize_clip("valve", section, "source", "test", "anomaly", 0, **render)
+        written, rate = soundfile.read(root / "valve" / "test" / clip.file_name, dtype="int16")
+        assert rate == 8000 and np.array_equal(written, clip.pcm)

@@ -21,7 +21,7 @@ The parts, one module each:
 from mdg.data.layout import MIMII_DG_MACHINE_TYPES
 from mdg.data.synthetic.anomalies import ANOMALIES, ANOMALY_KINDS, ANOMALY_LEVELS, AnomalyKind
 from mdg.data.synthetic.cli import main
-from mdg.data.synthetic.clips import (DOMAINS, GENERATOR_VERSION, LABELS, SyntheticClip,
+from mdg.data.synthetic.clips import (DOMAINS, GENERATOR_VERSION, LABELS, RenderSettings, SyntheticClip,
                                       check_duration, check_fault_severity, check_sample_rate,
                                       clip_file_name, clip_seed_sequence, synthesize_clip)
 from mdg.data.synthetic.domain_shifts import (DEFAULT_SNR_SPREAD_DB, SECTIONS, SectionSpec,
@@ -30,7 +30,7 @@ from mdg.data.synthetic.writer import (MANIFEST_NAME, check_machines, check_non_
                                        generate, read_manifest)
 
 __all__ = ["ANOMALIES", "ANOMALY_KINDS", "ANOMALY_LEVELS", "AnomalyKind", "DEFAULT_SNR_SPREAD_DB", "DOMAINS",
-           "GENERATOR_VERSION", "LABELS", "MANIFEST_NAME", "MIMII_DG_MACHINE_TYPES", "SECTIONS",
+           "GENERATOR_VERSION", "LABELS", "MANIFEST_NAME", "MIMII_DG_MACHINE_TYPES", "RenderSettings", "SECTIONS",
            "SectionSpec", "SyntheticClip", "check_duration", "check_fault_severity",
            "check_machines", "check_non_negative_integer", "check_sample_rate", "check_snr_spread", "clip_file_name",
            "clip_seed_sequence", "generate", "main", "read_manifest", "synthesize_clip"]

@@ -93,6 +93,24 @@ def check_duration(duration_s: float) -> None:
         raise ValueError(f"duration_s must be >= {MIN_DURATION_S} s, got {duration_s!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    """What a clip's samples depend on besides its coordinates (`synthesize_clip`'s keyword
+    arguments of the same names), checked on creation (ValueError)."""
+
+    seed: int = 0
+    sample_rate: int = 16000
+    duration_s: float = 10.0
+    fault_severity: float = 1.0
+    snr_spread_db: float = domain_shifts.DEFAULT_SNR_SPREAD_DB
+
+    def __post_init__(self):
+        check_sample_rate(self.sample_rate)
+        check_duration(self.duration_s)
+        check_fault_severity(self.fault_severity)
+        domain_shifts.check_snr_spread(self.snr_spread_db)
+
+
 def synthesize_clip(machine: str, section: int, domain: str, split: str, label: str, index: int,
                     *, seed: int = 0, sample_rate: int = 16000, duration_s: float = 10.0,
                     fault_severity: float = 1.0,
@@ -122,10 +140,7 @@ def synthesize_clip(machine: str, section: int, domain: str, split: str, label: 
       (round(duration_s * sample_rate),).
     """
     _check_clip_args(machine, section, domain, split, label, index)
-    check_sample_rate(sample_rate)
-    check_duration(duration_s)
-    check_fault_severity(fault_severity)
-    domain_shifts.check_snr_spread(snr_spread_db)
+    RenderSettings(seed, sample_rate, duration_s, fault_severity, snr_spread_db)
     if environment_replace:
         domain_shifts.check_replace(machine, environment_replace)
     rng = np.random.default_rng(

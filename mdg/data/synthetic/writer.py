@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -74,39 +75,35 @@ def _write_attribute_csvs(machine_dir: pathlib.Path, machine: str, sections: Seq
 
 
 def _write_clips(machine_dir: pathlib.Path, machine: str,
-                 jobs: Sequence[tuple[int, str, str, str, int]], seed: int, sample_rate: int,
-                 duration_s: float, fault_severity: float, snr_spread_db: float
+                 jobs: Sequence[tuple[int, str, str, str, int]], settings: clips.RenderSettings
                  ) -> list[tuple[int, str, str, tuple[tuple[str, str], ...]]]:
     """Synthesizes and writes the clips `jobs` (see `_clip_plan`); returns their CSV rows as
     (section, split, file name, attributes)."""
     rows = []
     for section, domain, split, label, index in jobs:
-        clip = clips.synthesize_clip(machine, section, domain, split, label, index, seed=seed,
-                                     sample_rate=sample_rate, duration_s=duration_s,
-                                     fault_severity=fault_severity, snr_spread_db=snr_spread_db)
-        soundfile.write(machine_dir / split / clip.file_name, clip.pcm, sample_rate,
+        clip = clips.synthesize_clip(machine, section, domain, split, label, index,
+                                     **dataclasses.asdict(settings))
+        soundfile.write(machine_dir / split / clip.file_name, clip.pcm, settings.sample_rate,
                         subtype="PCM_16")
         rows.append((section, split, clip.file_name, clip.attributes))
     return rows
 
 
 def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[int],
-                   seed: int, sample_rate: int, duration_s: float, fault_severity: float,
-                   snr_spread_db: float,
-                   sizes: Sequence[int], progress: bool, workers: int) -> None:
+                   settings: clips.RenderSettings, sizes: Sequence[int], progress: bool,
+                   workers: int) -> None:
     """Writes one machine type's WAVs and attribute CSVs into `machine_dir`."""
     plan = _clip_plan(sections, *sizes)
     for split in ("train", "test"):
         (machine_dir / split).mkdir()
     chunks = [plan[i:i + _CHUNK_CLIPS] for i in range(0, len(plan), _CHUNK_CLIPS)]
     args = (machine_dir, machine)
-    settings = (seed, sample_rate, duration_s, fault_severity, snr_spread_db)
     rows = []
     with tqdm.tqdm(total=len(plan), desc=machine, unit="clip", disable=not progress,
                    dynamic_ncols=True) as bar:
         if workers <= 1:
             for chunk in chunks:
-                rows += _write_clips(*args, chunk, *settings)
+                rows += _write_clips(*args, chunk, settings)
                 bar.update(len(chunk))
         else:
             # "spawn": forking a process that has started JAX's threads is unsafe.
@@ -118,7 +115,7 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
                 # traceback): the signal is held until every submit returned, then raised.
                 boundary = preemption.StepBoundary()
                 try:
-                    futures = {pool.submit(_write_clips, *args, chunk, *settings): len(chunk)
+                    futures = {pool.submit(_write_clips, *args, chunk, settings): len(chunk)
                                for chunk in chunks}
                 finally:
                     boundary.close()
@@ -130,14 +127,12 @@ def _write_machine(machine_dir: pathlib.Path, machine: str, sections: Sequence[i
     _write_attribute_csvs(machine_dir, machine, sections, rows)
 
 
-def _manifest(machine: str, sections: Sequence[int], num_source_train: int,
-              num_target_train: int, num_test: int, seed: int, sample_rate: int,
-              duration_s: float, fault_severity: float, snr_spread_db: float) -> dict:
+def _manifest(machine: str, sections: Sequence[int], sizes: Sequence[int],
+              settings: clips.RenderSettings) -> dict:
     return {"generator": "mdg.data.synthetic", "version": clips.GENERATOR_VERSION, "machine": machine,
-            "sections": list(sections), "num_source_train": num_source_train,
-            "num_target_train": num_target_train, "num_test": num_test, "seed": seed,
-            "sample_rate": sample_rate, "duration_s": duration_s, "fault_severity": fault_severity,
-            "snr_spread_db": snr_spread_db}
+            "sections": list(sections),
+            **dict(zip(("num_source_train", "num_target_train", "num_test"), sizes)),
+            **dataclasses.asdict(settings)}
 
 
 def read_manifest(machine_dir: str | os.PathLike) -> dict | None:
@@ -262,10 +257,9 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
                         ("num_target_train", num_target_train), ("num_test", num_test),
                         ("seed", seed)):
         check_non_negative_integer(name, value)
-    clips.check_sample_rate(sample_rate)
-    clips.check_duration(duration_s)
-    clips.check_fault_severity(fault_severity)
-    domain_shifts.check_snr_spread(snr_spread_db)
+    settings = clips.RenderSettings(int(seed), int(sample_rate), float(duration_s),
+                                    float(fault_severity), float(snr_spread_db))
+    sizes = (int(num_source_train), int(num_target_train), int(num_test))
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
@@ -273,9 +267,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
     out.mkdir(parents=True, exist_ok=True)
     for machine in machines:
         final = out / machine
-        manifest = _manifest(machine, sections, int(num_source_train), int(num_target_train),
-                             int(num_test), int(seed), int(sample_rate), float(duration_s),
-                             float(fault_severity), float(snr_spread_db))
+        manifest = _manifest(machine, sections, sizes, settings)
         _remove_stale_partials(out, machine)
         if final.exists():
             existing = read_manifest(final)
@@ -285,9 +277,7 @@ def generate(out_dir: str | os.PathLike, machines: Sequence[str] = MIMII_DG_MACH
                 raise _exists_error(final, existing, manifest)
         partial = pathlib.Path(tempfile.mkdtemp(prefix=_partial_prefix(machine), dir=out))
         try:
-            _write_machine(partial, machine, sections, seed, sample_rate, duration_s, fault_severity,
-                           snr_spread_db,
-                           (num_source_train, num_target_train, num_test), progress, workers)
+            _write_machine(partial, machine, sections, settings, sizes, progress, workers)
             (partial / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n",
                                                  encoding="utf-8")
             _publish(partial, final, manifest, overwrite)
