@@ -169,11 +169,26 @@ def harmonic_table(amplitudes: Sequence[float], phases: Sequence[float]) -> np.n
     return scipy.fft.irfft(spectrum, _TABLE_SIZE)
 
 
-def harmonics(ctx: Ctx, index: np.ndarray, levels_db: np.ndarray) -> np.ndarray:
-    """Harmonics k = 1..K at `levels_db` (dB, shape (K,)), random phases, at the phase `index`."""
-    table = harmonic_table(10 ** (np.asarray(levels_db) / 20),
-                            ctx.rng.uniform(0, 2 * np.pi, len(levels_db)))
-    return np.take(table, index)
+def harmonic_count(ctx: Ctx, fundamental_hz: float) -> int:
+    """How many harmonics of `fundamental_hz` (Hz) stay below NYQUIST_MARGIN x the sample rate,
+    with 2 % headroom for the speed fluctuation."""
+    return int(NYQUIST_MARGIN * ctx.sr / 1.02 / fundamental_hz)
+
+
+def drawn_for(draw, count: int, draws: int | None) -> np.ndarray:
+    """`count` values of ``draw(size)`` (a method of ctx.rng) from `draws` draws (default `count`),
+    repeated cyclically beyond them: the random stream advances by `draws` whatever `count` is.
+    A fault that changes a machine's harmonic count (its speed) draws for the count at full fault
+    severity, so that the clip makes the same draws at every severity."""
+    return np.resize(draw(count if draws is None else draws), count)
+
+
+def harmonics(ctx: Ctx, index: np.ndarray, levels_db: np.ndarray, draws: int | None = None
+              ) -> np.ndarray:
+    """Harmonics k = 1..K at `levels_db` (dB, shape (K,)), random phases (`draws` of them, see
+    `drawn_for`), at the phase `index`."""
+    phases = drawn_for(lambda size: ctx.rng.uniform(0, 2 * np.pi, size), len(levels_db), draws)
+    return np.take(harmonic_table(10 ** (np.asarray(levels_db) / 20), phases), index)
 
 
 def sine(ctx: Ctx, index: np.ndarray, harmonic: int = 1) -> np.ndarray:

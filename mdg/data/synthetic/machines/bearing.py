@@ -55,9 +55,13 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
                                                (p.tilt(freqs, -3.0), 0.4),
                                                (p.band(freqs, 500.0, None), white)))
     rolling *= np.float32(1) + np.float32(0.3) * p.sine(ctx, p.tone_index(ctx, rates["cage"]))
-    micro_rate = 150 * (anomalies.severity_ratio(3.0, severity) if contaminated else 1)
-    micro_times = ctx.rng.uniform(0, ctx.duration, int(micro_rate * ctx.duration))
-    micro = p.resonate(ctx, micro_times, ctx.rng.exponential(1.0, micro_times.size),
+    # Micro-impacts at 150 per second, three times as many when contaminated. A contaminated clip
+    # draws all of them at every fault severity and keeps a share (so its other draws, and its
+    # fault-free twin, do not depend on the severity).
+    drawn = int(150 * (3 if contaminated else 1) * ctx.duration)
+    kept = int(150 * anomalies.severity_ratio(3.0, severity) * ctx.duration) if contaminated else drawn
+    micro_times = ctx.rng.uniform(0, ctx.duration, drawn)[:kept]
+    micro = p.resonate(ctx, micro_times, ctx.rng.exponential(1.0, drawn)[:kept],
                        ((resonance, 250.0, 1.0),))
     # Faster rotation: more rolling noise relative to the motor tones.
     rolling_db = 8 * np.log10(vel / 12.0) + ctx.normal(0.0, 1.0)

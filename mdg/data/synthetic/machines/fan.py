@@ -25,10 +25,13 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
     unit = FAN_UNITS[section]
     blades = unit["blades"]
     speed_up = intensity / 100 if anomaly == "clogging" else 0.0
-    shaft = unit["shaft_hz"] * (1 + speed_up) * (1 + 0.01 * ctx.rng.standard_normal())
+    wobble = 1 + 0.01 * ctx.rng.standard_normal()
+    shaft = unit["shaft_hz"] * (1 + speed_up) * wobble
+    # The harmonics' random draws are sized at full fault severity (p.drawn_for).
+    draws = p.harmonic_count(ctx, unit["shaft_hz"] * (1 + speed_up / severity) * wobble)
     index = p.phase_index(p.cycles(ctx, shaft, p.fluctuation(ctx, 0.002)))
 
-    k = np.arange(1, int(p.NYQUIST_MARGIN * ctx.sr / 1.02 / shaft) + 1)
+    k = np.arange(1, p.harmonic_count(ctx, shaft) + 1)
     blade_pass = k % blades == 0
     levels_db = np.where(blade_pass, -4.0 * (k / blades - 1), -30.0 - 4 * np.log2(k))
     if anomaly == "imbalance":  # 1x, 2x and the +-1 sidebands of the blade-pass harmonics
@@ -36,7 +39,8 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
         levels_db = np.where(sidebands, levels_db + intensity, levels_db)
     elif anomaly == "blade_damage":  # uneven rotor: the in-between harmonics rise
         levels_db = np.where(blade_pass, levels_db - intensity / 4, levels_db + intensity)
-    tonal = p.harmonics(ctx, index, levels_db + 1.5 * ctx.rng.standard_normal(k.size))
+    jitter_db = 1.5 * p.drawn_for(ctx.rng.standard_normal, k.size, draws)
+    tonal = p.harmonics(ctx, index, levels_db + jitter_db, draws)
 
     freqs = ctx.freqs
     flow_hz = unit["flow_hz"] * (1 - 0.04 * speed_up * 100) * ctx.rng.uniform(0.95, 1.05)

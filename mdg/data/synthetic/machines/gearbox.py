@@ -26,21 +26,31 @@ GEARBOX_HZ_PER_VOLT = 9.0
 GEARBOX_SLIP_PER_GRAM = 0.0005
 
 
+def _shaft_hz(volt: float, weight_g: float, wobble: float) -> float:
+    """The shaft rate (Hz) at motor voltage `volt` under `weight_g` grams of load, times the
+    clip's random speed factor `wobble`."""
+    return GEARBOX_HZ_PER_VOLT * volt * (1 - GEARBOX_SLIP_PER_GRAM * weight_g) * wobble
+
+
 def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | None,
           intensity: float, severity: float = 1.0) -> np.ndarray:
     """Mesh harmonics with sidebands, commutator noise at 6x shaft rate, housing resonance."""
     teeth, housing = GEARBOX_ID_UNITS[attrs["id"]] if "id" in attrs else GEARBOX_UNITS[section]
     settings = {**GEARBOX_DEFAULTS, **attrs}
     volt, weight = float(settings["volt"]), float(settings["wt"])
+    full_volt, full_weight = volt, weight  # at full fault severity: sizes the harmonics' draws
     if anomaly == "over_voltage":
         volt *= 1 + intensity / 100
+        full_volt *= 1 + intensity / severity / 100
     elif anomaly == "overload":
         weight += intensity
-    shaft = GEARBOX_HZ_PER_VOLT * volt * (1 - GEARBOX_SLIP_PER_GRAM * weight) * (
-        1 + 0.01 * ctx.rng.standard_normal())
+        full_weight += intensity / severity
+    wobble = 1 + 0.01 * ctx.rng.standard_normal()
+    shaft = _shaft_hz(volt, weight, wobble)
+    draws = p.harmonic_count(ctx, _shaft_hz(full_volt, full_weight, wobble))
     index = p.phase_index(p.cycles(ctx, shaft, p.fluctuation(ctx, 0.003)))
 
-    count = int(p.NYQUIST_MARGIN * ctx.sr / 1.02 / shaft)
+    count = p.harmonic_count(ctx, shaft)
     levels_db = np.full(count, -60.0)
     load_db = 20 * np.log10(1 + weight / 200)
     sideband_boost = intensity if anomaly == "gear_damage" else 0.0
@@ -52,7 +62,8 @@ def sound(ctx: p.Ctx, section: int, attrs: Mapping[str, str], anomaly: str | Non
                     boost = sideband_boost if offset else 0.0
                     levels_db[harmonic - 1] = level + boost - 2.0 * (mesh - 1)
     levels_db[:2] = (-20.0, -26.0)
-    tonal = p.unit_rms(p.harmonics(ctx, index, levels_db + 2.0 * ctx.rng.standard_normal(count)))
+    jitter_db = 2.0 * p.drawn_for(ctx.rng.standard_normal, count, draws)
+    tonal = p.unit_rms(p.harmonics(ctx, index, levels_db + jitter_db, draws))
 
     freqs = ctx.freqs
     brush = p.shaped_noise(ctx, p.band(freqs, 2500.0, 7000.0, 2))
