@@ -26,19 +26,29 @@ Per machine type, on clips synthesized in memory (nothing is written), log-Mel a
    over sections and domains): below 0.5 means the classifier is MORE confident on that kind than
    on normal clips. Run it at the MobileNetV2 default size (--num_source_train 10
    --num_target_train 2) to compare with the default runs.
+5. Temporal dynamics against the real recordings: per clip, the spread of its frame energies (90th
+   minus 10th percentile of the log-Mel frame energy, dB) and the mean over bands of each band's
+   standard deviation over time (dB); mean over the source normal training clips, and over the
+   normal clips of the same machine type in the real DCASE development data under ``--real``
+   (default: the DCASE 2023 slice beside the project, ../shared/data/dcase2023_dev_slice, if there,
+   else the project's fixture tests/data/dcase2023: one clip per type, some cut to 2 s). How much a
+   machine's events stand out of its background: a loud click over a quiet floor spreads widely.
 
     python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
         [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0] [--fault_severity 1]
+        [--real DEV_DATA]
 """
 
 import argparse
 import collections
+import pathlib
 import sys
 import time
 
 import jax
 import librosa
 import numpy as np
+import soundfile
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -51,6 +61,9 @@ from mdg.data import synthetic
 
 SAMPLE_RATE = 16000
 CONTEXT = 5
+PROJECT = pathlib.Path(__file__).resolve().parents[1]
+REAL_DATA = (PROJECT.parent / "shared" / "data" / "dcase2023_dev_slice" / "dev_data",
+             PROJECT / "tests" / "data" / "dcase2023" / "dev_data")
 
 
 def log_mel(pcm: np.ndarray) -> np.ndarray:
@@ -58,6 +71,24 @@ def log_mel(pcm: np.ndarray) -> np.ndarray:
     mel = librosa.feature.melspectrogram(y=pcm.astype(np.float32) / 32768, sr=SAMPLE_RATE,
                                          n_fft=1024, hop_length=512, n_mels=128, power=2.0)
     return (10 * np.log10(mel + 1e-10)).T
+
+
+def dynamics(frames: np.ndarray) -> tuple[float, float]:
+    """(frame-energy spread, mean band std) in dB of one clip's (frames, bands) dB log-Mel (item 5)."""
+    energy = 10 * np.log10(np.sum(10 ** (frames / 10), axis=1))
+    return float(np.percentile(energy, 90) - np.percentile(energy, 10)), float(frames.std(axis=0).mean())
+
+
+def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
+    """(clip count, mean `dynamics`) of the real normal clips of `machine` under the dev_data
+    folder `root` (16 kHz int16 WAVs); (0, NaNs) when it has none."""
+    values = []
+    for path in sorted((root / machine).glob("*/*_normal_*.wav")):
+        pcm, rate = soundfile.read(path, dtype="int16")
+        if rate != SAMPLE_RATE:
+            raise SystemExit(f"{path}: {rate} Hz, expected {SAMPLE_RATE}")
+        values.append(dynamics(log_mel(pcm)))
+    return len(values), np.mean(values, axis=0) if values else np.full(2, np.nan)
 
 
 def stacked(frames: np.ndarray) -> np.ndarray:
@@ -153,6 +184,13 @@ def report(machine: str, args) -> None:
         print(f"| {name} | " + " | ".join(f"{c:.2f}" for c in cells)
               + f" | {np.mean(cells[0::2]):.2f} | {np.mean(cells[1::2]):.2f} |", flush=True)
     classifier_proxy(machine, train, test)
+
+    # 5. Temporal dynamics of the normal clips against the real ones.
+    spread, band_std = np.mean([dynamics(f) for s in range(3) for _, f in train[s, "source"]], axis=0)
+    count, (real_spread, real_band_std) = real_dynamics(args.real, machine)
+    print(f"\nTemporal dynamics of the normal clips (frame-energy spread p90 - p10; mean band std "
+          f"over time): synthetic source training {spread:.1f} dB; {band_std:.1f} dB | real "
+          f"({count} clips, {args.real}) {real_spread:.1f} dB; {real_band_std:.1f} dB")
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
 
 
@@ -227,6 +265,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fault_severity", type=float, default=1.0,
                         help="scales every anomaly's intensity (docs/synthetic.md, Anomalies)")
+    parser.add_argument("--real", type=pathlib.Path,
+                        default=next((p for p in REAL_DATA if p.is_dir()), REAL_DATA[-1]),
+                        help="real DCASE dev_data folder (<machine>/{train,test}/*.wav) for item 5")
     args = parser.parse_args()
     print(f"Synthetic data report: generator version {synthetic.GENERATOR_VERSION}, seed "
           f"{args.seed}, {args.num_source_train} + {args.num_target_train} training and "

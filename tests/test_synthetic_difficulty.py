@@ -59,3 +59,21 @@ def test_classifier_proxy_direction(shift, above_chance):
         # section x attribute: the source cells, whose classes were seen in training
         mean = np.mean(aucs[:6] if target == "section" else aucs[0:6:2])
         assert (mean > 0.8) if above_chance else (mean < 0.3), (target, aucs)
+
+
+def test_dynamics_of_a_clip_whose_frames_alternate_between_two_levels():
+    # 50 frames at 0 dB and 50 at 20 dB in every band: frame energies 10 log10(128) and 20 dB above
+    # it, so the spread p90 - p10 is 20 dB; each band's standard deviation over time is 10 dB.
+    frames = np.repeat(np.array([0.0, 20.0]), 50)[:, None] * np.ones((1, 128))
+    spread, band_std = difficulty.dynamics(frames)
+    assert spread == pytest.approx(20.0) and band_std == pytest.approx(10.0)
+
+
+def test_real_dynamics_of_the_projects_fixture():
+    # The fixture's normal clips: fan (10 s) and valve (2 s); bearing has only an anomalous one.
+    root = pathlib.Path(__file__).resolve().parent / "data" / "dcase2023" / "dev_data"
+    for machine in ("fan", "valve"):
+        count, values = difficulty.real_dynamics(root, machine)
+        assert count == 1 and np.all(np.isfinite(values)) and np.all(values > 0), machine
+    count, values = difficulty.real_dynamics(root, "bearing")
+    assert count == 0 and np.all(np.isnan(values))
