@@ -2,9 +2,13 @@
 
 One PNG per machine type, docs/images/synthetic_<machine>.png: section 00, rows source and
 target domain, columns a normal and an anomalous test clip with the same attribute values (the
-anomaly kind and its intensity in the title).
+anomaly kind and its intensity in the title). With ``--real DEV_DATA`` (a real DCASE dev_data
+folder, e.g. ../shared/data/dcase2023_dev_slice/dev_data) also real_vs_synthetic_<machine>.png:
+two real normal clips of the machine type above two synthetic source normal training clips. Those
+figures are made from the real data and fall under its licence (CC BY-NC-SA 4.0, see
+tests/data/LICENSE.md), not the project's: they are not committed; draw them locally.
 
-    python docs/make_synthetic_figures.py [--out docs/images] [--seed 0] [--section 0]
+    python docs/make_synthetic_figures.py [--out docs/images] [--seed 0] [--section 0] [--real DIR]
 """
 
 import argparse
@@ -18,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
 from mdg.data import synthetic  # noqa: E402
@@ -52,25 +57,58 @@ def pick_clips(machine: str, section: int, seed: int) -> list[list[synthetic.Syn
     return rows
 
 
+def clip_title(machine: str, domain: str, clip: synthetic.SyntheticClip) -> str:
+    attributes = "_".join(f"{name}_{value}" for name, value in clip.attributes)
+    background = dict(clip.environment)["f-n"]
+    what = "normal" if clip.anomaly is None else (
+        f"{clip.anomaly} ({clip.anomaly_intensity:.2g} "
+        f"{synthetic.ANOMALIES[machine][clip.anomaly].unit.split(' ')[0]})")
+    return f"{domain} {attributes} (noise {background}): {what}"
+
+
 def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> None:
     """Saves a 2 x 2 figure: (source, target) x (normal, anomaly) test clips of one section."""
-    fig, axes = plt.subplots(2, 2, figsize=(9, 4.6), sharex=True, sharey=True,
-                             constrained_layout=True)
-    rows = pick_clips(machine, section, seed)
-    spectrograms = [[log_mel(clip.pcm) for clip in clips] for clips in rows]
+    panels = [[(clip_title(machine, domain, clip), clip.pcm) for clip in clips]
+              for domain, clips in zip(synthetic.DOMAINS, pick_clips(machine, section, seed))]
+    draw_panels(panels, f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands, dB re. the "
+                "loudest bin; anomaly intensity in its ANOMALIES unit)", path)
+
+
+def draw_real(machine: str, real: pathlib.Path, seed: int, path: pathlib.Path) -> bool:
+    """Saves two real normal clips of `machine` (under the dev_data folder `real`) above two
+    synthetic source normal training clips (sections 00 and 01); False if `real` has fewer than two."""
+    names = sorted((real / machine).glob("*/*_normal_*.wav"))[:2]
+    if len(names) < 2:
+        return False
+    real_row = []
+    for name in names:
+        pcm, rate = soundfile.read(name, dtype="int16")
+        if rate != SAMPLE_RATE:
+            raise SystemExit(f"{name}: {rate} Hz, expected {SAMPLE_RATE}")
+        real_row.append((f"real: {name.stem.removeprefix('section_')}", pcm))
+    synthetic_row = []
+    for section in (0, 1):
+        clip = synthetic.synthesize_clip(machine, section, "source", "train", "normal", 0, seed=seed,
+                                         sample_rate=SAMPLE_RATE)
+        synthetic_row.append((f"synthetic: {clip.file_name.removeprefix('section_').removesuffix('.wav')}", clip.pcm))
+    draw_panels([real_row, synthetic_row], f"{machine}: real (DCASE 2023 development data, CC "
+                "BY-NC-SA 4.0) and synthetic normal clips, log-Mel (dB re. the loudest bin)", path)
+    return True
+
+
+def draw_panels(panels: list[list[tuple[str, np.ndarray]]], title: str, path: pathlib.Path) -> None:
+    """Saves a rows x 2 figure of (title, int16 samples) log-Mel panels on one colour scale."""
+    fig, axes = plt.subplots(len(panels), 2, figsize=(9, 2.3 * len(panels)), sharex=True, sharey=True,
+                             constrained_layout=True, squeeze=False)
+    spectrograms = [[log_mel(pcm) for _, pcm in row] for row in panels]
     top = max(s.max() for row in spectrograms for s in row)  # one colour scale for all panels
-    for row, (domain, clips) in enumerate(zip(synthetic.DOMAINS, rows)):
-        for col, clip in enumerate(clips):
+    for row, titles in enumerate(panels):
+        for col, (name, pcm) in enumerate(titles):
             image = axes[row, col].imshow(
                 spectrograms[row][col], origin="lower", aspect="auto", cmap="magma",
                 vmin=top - 80, vmax=top, interpolation="nearest",
-                extent=(0, clip.pcm.size / SAMPLE_RATE, 0, N_MELS))
-            attributes = "_".join(f"{name}_{value}" for name, value in clip.attributes)
-            background = dict(clip.environment)["f-n"]
-            what = "normal" if clip.anomaly is None else (
-                f"{clip.anomaly} ({clip.anomaly_intensity:.2g} "
-                f"{synthetic.ANOMALIES[machine][clip.anomaly].unit.split(' ')[0]})")
-            axes[row, col].set_title(f"{domain} {attributes} (noise {background}): {what}", fontsize=9)
+                extent=(0, pcm.size / SAMPLE_RATE, 0, N_MELS))
+            axes[row, col].set_title(name, fontsize=9)
             axes[row, col].tick_params(labelsize=8)
         axes[row, 0].set_ylabel("frequency (Hz, Mel scale)", fontsize=8)
     # Label the Mel bands by the frequency at their centre, so tones can be read off in Hz.
@@ -79,10 +117,9 @@ def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> N
     axes[0, 0].set_yticks([float(np.interp(hz, centres, np.arange(N_MELS))) for hz in ticks_hz],
                           [f"{hz:g}" if hz < 1000 else f"{hz // 1000}k" for hz in ticks_hz])
     for col in range(2):
-        axes[1, col].set_xlabel("time (s)", fontsize=8)
+        axes[-1, col].set_xlabel("time (s)", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.8, label="dB")
-    fig.suptitle(f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands, dB re. the "
-                 "loudest bin; anomaly intensity in its ANOMALIES unit)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, dpi=80, format="png")
     plt.close(fig)
@@ -98,6 +135,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "images"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--section", type=int, default=0)
+    parser.add_argument("--real", type=pathlib.Path, help="real DCASE dev_data folder")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +143,9 @@ def main() -> None:
         path = out / f"synthetic_{machine}.png"
         draw_machine(machine, args.section, args.seed, path)
         print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
+        path = out / f"real_vs_synthetic_{machine}.png"
+        if args.real and draw_real(machine, args.real, args.seed, path):
+            print(f"wrote {path} ({path.stat().st_size // 1024} KB)")
 
 
 if __name__ == "__main__":
