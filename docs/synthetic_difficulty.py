@@ -26,13 +26,16 @@ Per machine type, on clips synthesized in memory (nothing is written), log-Mel a
    over sections and domains): below 0.5 means the classifier is MORE confident on that kind than
    on normal clips. Run it at the MobileNetV2 default size (--num_source_train 10
    --num_target_train 2) to compare with the default runs.
-5. Temporal dynamics against the real recordings: per clip, the spread of its frame energies (90th
-   minus 10th percentile of the log-Mel frame energy, dB) and the mean over bands of each band's
-   standard deviation over time (dB); mean over the source normal training clips, and over the
-   normal clips of the same machine type in the real DCASE development data under ``--real``
-   (default: the DCASE 2023 slice beside the project, ../shared/data/dcase2023_dev_slice, if there,
+5. Temporal dynamics and clip-to-clip differences against the real recordings: per clip, the
+   spread of its frame energies (90th minus 10th percentile of the log-Mel frame energy, dB) and
+   the mean over bands of each band's standard deviation over time (dB); per pair of clips, the
+   mean over bands of the absolute difference of their clip-mean log-Mel (dB). Means over the
+   source normal training clips (pairs: within section 00), and over the normal clips of the same
+   machine type in the real DCASE development data under ``--real`` (pairs: the training clips;
+   default: the DCASE 2023 slice beside the project, ../shared/data/dcase2023_dev_slice, if there,
    else the project's fixture tests/data/dcase2023: one clip per type, some cut to 2 s). How much a
-   machine's events stand out of its background: a loud click over a quiet floor spreads widely.
+   machine's events stand out of its background (a loud click over a quiet floor spreads widely),
+   and how much two normal recordings of a machine differ.
 
     python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
         [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0] [--fault_severity 1]
@@ -79,16 +82,28 @@ def dynamics(frames: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(energy, 90) - np.percentile(energy, 10)), float(frames.std(axis=0).mean())
 
 
+def pair_difference(frames: list[np.ndarray]) -> float:
+    """Mean over the pairs of clips (each (frames, bands) dB log-Mel) of the mean absolute
+    difference of their clip-mean log-Mel (dB); NaN with fewer than two clips (item 5)."""
+    means = [f.mean(axis=0) for f in frames]
+    pairs = [np.abs(a - b).mean() for i, a in enumerate(means) for b in means[i + 1:]]
+    return float(np.mean(pairs)) if pairs else float("nan")
+
+
 def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
-    """(clip count, mean `dynamics`) of the real normal clips of `machine` under the dev_data
-    folder `root` (16 kHz int16 WAVs); (0, NaNs) when it has none."""
-    values = []
+    """(clip count, [frame-energy spread, band std, pair difference]) of the real normal clips of
+    `machine` under the dev_data folder `root` (16 kHz int16 WAVs; pairs of its training clips);
+    NaN where there are no clips or pairs."""
+    frames, training = [], []
     for path in sorted((root / machine).glob("*/*_normal_*.wav")):
         pcm, rate = soundfile.read(path, dtype="int16")
         if rate != SAMPLE_RATE:
             raise SystemExit(f"{path}: {rate} Hz, expected {SAMPLE_RATE}")
-        values.append(dynamics(log_mel(pcm)))
-    return len(values), np.mean(values, axis=0) if values else np.full(2, np.nan)
+        frames.append(log_mel(pcm))
+        if path.parent.name == "train":
+            training.append(frames[-1])
+    per_clip = np.mean([dynamics(f) for f in frames], axis=0) if frames else np.full(2, np.nan)
+    return len(frames), np.append(per_clip, pair_difference(training))
 
 
 def stacked(frames: np.ndarray) -> np.ndarray:
@@ -187,10 +202,11 @@ def report(machine: str, args) -> None:
 
     # 5. Temporal dynamics of the normal clips against the real ones.
     spread, band_std = np.mean([dynamics(f) for s in range(3) for _, f in train[s, "source"]], axis=0)
-    count, (real_spread, real_band_std) = real_dynamics(args.real, machine)
-    print(f"\nTemporal dynamics of the normal clips (frame-energy spread p90 - p10; mean band std "
-          f"over time): synthetic source training {spread:.1f} dB; {band_std:.1f} dB | real "
-          f"({count} clips, {args.real}) {real_spread:.1f} dB; {real_band_std:.1f} dB")
+    pairs = pair_difference([f for _, f in train[0, "source"]])
+    count, real = real_dynamics(args.real, machine)
+    print(f"\nNormal clips (frame-energy spread p90 - p10; mean band std over time; clip-to-clip "
+          f"difference): synthetic source training {spread:.1f}; {band_std:.1f}; {pairs:.1f} dB | "
+          f"real ({count} clips, {args.real}) {real[0]:.1f}; {real[1]:.1f}; {real[2]:.1f} dB")
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
 
 

@@ -74,6 +74,14 @@ def test_real_dynamics_of_the_projects_fixture():
     root = pathlib.Path(__file__).resolve().parent / "data" / "dcase2023" / "dev_data"
     for machine in ("fan", "valve"):
         count, values = difficulty.real_dynamics(root, machine)
-        assert count == 1 and np.all(np.isfinite(values)) and np.all(values > 0), machine
+        assert count == 1 and np.all(np.isfinite(values[:2])) and np.all(values[:2] > 0), machine
+        assert np.isnan(values[2]), "one clip makes no pair"
     count, values = difficulty.real_dynamics(root, "bearing")
     assert count == 0 and np.all(np.isnan(values))
+
+
+def test_pair_difference_of_clips_offset_by_known_levels():
+    # Clip means 0, 3 and 9 dB in every band: pair differences 3, 9 and 6 dB, mean 6 dB.
+    clips = [np.full((10, 128), level) for level in (0.0, 3.0, 9.0)]
+    assert difficulty.pair_difference(clips) == pytest.approx(6.0)
+    assert np.isnan(difficulty.pair_difference(clips[:1]))
