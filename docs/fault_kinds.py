@@ -73,16 +73,15 @@ def kind_aucs(table: pd.DataFrame, score: str) -> dict[str, float]:
 def twin_log_mels(config: ml_collections.ConfigDict, test: dict) -> np.ndarray:
     """(clips, frames, mels) log-Mel of a unit's test clips, the anomalous ones replaced by their
     fault-free twins (the run's generator settings at severity ``FAULT_FREE``)."""
-    settings = config.data.synthetic
+    fault_free = dataclasses.replace(synthetic.RenderSettings.of(prepare.synthetic_settings(config)),
+                                     fault_severity=FAULT_FREE)
     log_mel = np.array(test["log_mel"][:])
     waveforms = []
     for row in np.flatnonzero(test["label"] == 1):
         match = _ANOMALY.match(str(test["file_name"][row]))
         twin = synthetic.synthesize_clip(
             str(test["machine"][row]), int(match[1]), match[2], "test", "anomaly", int(match[3]),
-            seed=settings.seed, sample_rate=config.features.sample_rate, duration_s=settings.duration_s,
-            fault_severity=FAULT_FREE,
-            snr_spread_db=settings.get("snr_spread_db", synthetic.DEFAULT_SNR_SPREAD_DB))
+            **dataclasses.asdict(fault_free))
         waveforms.append((row, twin.pcm.astype(np.float32) / 32768))
     for row, twin_log_mel in features.log_mel_stream(
             waveforms, **tfds_builder.feature_settings(dict(config.features))):
@@ -139,7 +138,7 @@ def main() -> None:
     settings = config["data"]["synthetic"]
     table = pd.read_parquet(args.workdir / "results" / "clips.parquet")
     table = table[table["split"] == "test"].copy()
-    table["kind"] = [fault_kind(machine, name, settings["seed"], settings.get("fault_severity", 1.0))
+    table["kind"] = [fault_kind(machine, name, settings["seed"], settings["fault_severity"])
                      for machine, name in zip(table["class"], table["file_name"])]
     scores = [c for c in table.columns if c.startswith("anomaly_score_")]
     if args.paired:

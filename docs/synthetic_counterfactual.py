@@ -59,7 +59,7 @@ def synthetic_settings(run: pathlib.Path) -> dict:
 
 def write_counterfactual(out: pathlib.Path, settings: dict, replace: dict) -> pathlib.Path:
     """The run's dataset under `out`, its source test clips re-rendered with `replace`."""
-    common = {field.name: settings[field.name] for field in dataclasses.fields(synthetic.RenderSettings)}
+    common = dataclasses.asdict(synthetic.RenderSettings.of(settings))
     root = synthetic.generate(out, machines=settings["machines"],
                               num_source_train=settings["num_source_train"],
                               num_target_train=settings["num_target_train"],

@@ -11,6 +11,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from mdg import errors
+from mdg.data.synthetic.domain_shifts import DEFAULT_SNR_SPREAD_DB
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -36,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.synthetic.seed = 0
     c.data.synthetic.fault_severity = 1.0  # scales every anomaly's intensity (mdg/data/synthetic/anomalies.py)
     # Per-clip spread (std, dB) of the machine-to-background ratio (mdg/data/synthetic/domain_shifts.py).
-    c.data.synthetic.snr_spread_db = 1.5
+    c.data.synthetic.snr_spread_db = DEFAULT_SNR_SPREAD_DB
 
     c.features = ml_collections.ConfigDict()
     c.features.sample_rate = 16000

@@ -43,6 +43,7 @@ SCORING_PREFIXES = ("eval.",)
 # config.json without the key is read as if it held this value (`read_run_config`), so an older
 # run resumes, re-scores and re-renders under the newer code.
 ADDED_KEYS = {
+    "data.synthetic.fault_severity": 1.0,                                  # session 10
     "input.train_jitter": False,                                           # session 11
     "data.synthetic.snr_spread_db": domain_shifts.DEFAULT_SNR_SPREAD_DB,  # session 13
 }

@@ -104,6 +104,11 @@ class RenderSettings:
     fault_severity: float = 1.0
     snr_spread_db: float = domain_shifts.DEFAULT_SNR_SPREAD_DB
 
+    @classmethod
+    def of(cls, settings: Mapping[str, object]) -> "RenderSettings":
+        """The render settings among `settings` (e.g. `prepare.synthetic_settings`' dict)."""
+        return cls(**{field.name: settings[field.name] for field in dataclasses.fields(cls)})
+
     def __post_init__(self):
         check_sample_rate(self.sample_rate)
         check_duration(self.duration_s)
