@@ -7,8 +7,8 @@ import pathlib
 import re
 import socket
 import subprocess
-import zlib
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -503,18 +503,26 @@ def test_source_environment_is_shared_by_all_sections():
                     values[position] for values in spec.source}, (machine, name)
 
 
-def _machine_sound(machine: str, attrs: dict, anomaly: str | None, intensity: float) -> np.ndarray:
-    """Section 00's own sound (before the environment) from a fixed random stream."""
-    ctx = primitives.Ctx(rng=np.random.default_rng(7), sr=SR, n=int(SR * DURATION))
-    return machines.SOUNDS[machine](ctx, 0, attrs, anomaly, intensity)
+def _section_00_attributes(machine: str) -> dict:
+    """The attribute values of section 00's first source normal test clip."""
+    return dict(clips.synthesize_clip(machine, 0, "source", "test", "normal", 0,
+                                      duration_s=DURATION).attributes)
+
+
+def _machine_sound(machine: str, attrs: dict, anomaly: str | None, intensity: float,
+                   severity: float = 1.0, rng=None, seconds: float = DURATION) -> np.ndarray:
+    """Section 00's own sound (before the environment) from the random stream `rng` (default: a
+    fixed numpy generator)."""
+    ctx = primitives.Ctx(rng=np.random.default_rng(7) if rng is None else rng, sr=SR,
+                         n=int(SR * seconds))
+    return machines.SOUNDS[machine](ctx, 0, attrs, anomaly, intensity, severity)
 
 
 @pytest.mark.parametrize("machine", synthetic.MIMII_DG_MACHINE_TYPES)
 def test_every_anomaly_kind_changes_the_machine_sound(machine):
     """With the same random stream, each anomaly kind at its mildest intensity changes the
     machine's own sound well beyond rounding (no kind is a no-op or only a level change)."""
-    attrs = dict(clips.synthesize_clip(machine, 0, "source", "test", "normal", 0,
-                                       duration_s=DURATION).attributes)
+    attrs = _section_00_attributes(machine)
     normal = _machine_sound(machine, attrs, None, 0.0)
     for kind, spec in synthetic.ANOMALIES[machine].items():
         faulty = _machine_sound(machine, attrs, kind, spec.low)
@@ -548,12 +556,10 @@ def test_every_fault_vanishes_as_its_severity_goes_to_zero(machine):
     the machine up draws for fewer harmonics than its twin has, and the top ones (near 7 kHz, at
     -60 dB or less each) repeat those draws (primitives.drawn_for); the old faults' fixed parts left
     12-68 % (gear impact, squeal, micro-impacts, valve ring)."""
-    attrs = dict(clips.synthesize_clip(machine, 0, "source", "test", "normal", 0,
-                                       duration_s=DURATION).attributes)
+    attrs = _section_00_attributes(machine)
 
     def render(anomaly, intensity, severity):  # 3 s: a few closings of the slowest valve pattern
-        ctx = primitives.Ctx(rng=_DrawsByArguments(), sr=SR, n=3 * SR)
-        return machines.SOUNDS[machine](ctx, 0, attrs, anomaly, intensity, severity)
+        return _machine_sound(machine, attrs, anomaly, intensity, severity, _DrawsByArguments(), 3.0)
 
     normal = render(None, 0.0, 1.0)
     for kind, spec in synthetic.ANOMALIES[machine].items():
@@ -582,14 +588,12 @@ class _RecordedDraws:
 def test_a_fault_draws_the_same_at_every_severity(machine):
     """An anomalous clip makes the same draws at every fault severity, so a milder version of a
     clip (and its fault-free twin) is the same machine in the same environment."""
-    attrs = dict(clips.synthesize_clip(machine, 0, "source", "test", "normal", 0,
-                                       duration_s=DURATION).attributes)
+    attrs = _section_00_attributes(machine)
     for kind, spec in synthetic.ANOMALIES[machine].items():
         draws = set()
         for severity in (1e-9, 0.5, 1.0):
             rng = _RecordedDraws(3)
-            ctx = primitives.Ctx(rng=rng, sr=SR, n=int(SR * DURATION))
-            machines.SOUNDS[machine](ctx, 0, attrs, kind, anomalies.at_severity(spec, spec.high, severity),
-                                     severity)
+            _machine_sound(machine, attrs, kind, anomalies.at_severity(spec, spec.high, severity),
+                           severity, rng)
             draws.add(tuple(rng.calls))
         assert len(draws) == 1, (machine, kind)
