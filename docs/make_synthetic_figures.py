@@ -22,18 +22,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
-import soundfile  # noqa: E402
 from PIL import Image  # noqa: E402  (Pillow comes with matplotlib)
 
-from mdg.data import synthetic  # noqa: E402
+from mdg.data import audio, synthetic  # noqa: E402
 
 SAMPLE_RATE = 16000
 N_FFT, HOP, N_MELS = 1024, 512, 128
 
 
-def log_mel(pcm: np.ndarray) -> np.ndarray:
-    """dB log-Mel spectrogram (n_mels, frames) of int16 samples, as the baseline features."""
-    mel = librosa.feature.melspectrogram(y=pcm.astype(np.float32) / 32768, sr=SAMPLE_RATE,
+def log_mel(waveform: np.ndarray) -> np.ndarray:
+    """dB log-Mel spectrogram (n_mels, frames) of samples in [-1, 1], as the baseline features."""
+    mel = librosa.feature.melspectrogram(y=waveform.astype(np.float32), sr=SAMPLE_RATE,
                                          n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0)
     return librosa.power_to_db(mel, ref=1.0, top_db=None)
 
@@ -68,7 +67,7 @@ def clip_title(machine: str, domain: str, clip: synthetic.SyntheticClip) -> str:
 
 def draw_machine(machine: str, section: int, seed: int, path: pathlib.Path) -> None:
     """Saves a 2 x 2 figure: (source, target) x (normal, anomaly) test clips of one section."""
-    panels = [[(clip_title(machine, domain, clip), clip.pcm) for clip in clips]
+    panels = [[(clip_title(machine, domain, clip), clip.pcm / 32768) for clip in clips]
               for domain, clips in zip(synthetic.DOMAINS, pick_clips(machine, section, seed))]
     draw_panels(panels, f"{machine}, section {section:02d}: log-Mel ({N_MELS} bands, dB re. the "
                 "loudest bin; anomaly intensity in its ANOMALIES unit)", path)
@@ -82,32 +81,33 @@ def draw_real(machine: str, real: pathlib.Path, seed: int, path: pathlib.Path) -
         return False
     real_row = []
     for name in names:
-        pcm, rate = soundfile.read(name, dtype="int16")
-        if rate != SAMPLE_RATE:
-            raise SystemExit(f"{name}: {rate} Hz, expected {SAMPLE_RATE}")
-        real_row.append((f"real: {name.stem.removeprefix('section_')}", pcm))
+        try:
+            waveform = audio.read_wav(name, SAMPLE_RATE)
+        except audio.AudioError as error:
+            raise SystemExit(str(error)) from None
+        real_row.append((f"real: {name.stem.removeprefix('section_')}", waveform))
     synthetic_row = []
     for section in (0, 1):
         clip = synthetic.synthesize_clip(machine, section, "source", "train", "normal", 0, seed=seed,
                                          sample_rate=SAMPLE_RATE)
-        synthetic_row.append((f"synthetic: {clip.file_name.removeprefix('section_').removesuffix('.wav')}", clip.pcm))
+        synthetic_row.append((f"synthetic: {clip.file_name.removeprefix('section_').removesuffix('.wav')}", clip.pcm / 32768))
     draw_panels([real_row, synthetic_row], f"{machine}: real (DCASE 2023 development data, CC "
                 "BY-NC-SA 4.0) and synthetic normal clips, log-Mel (dB re. the loudest bin)", path)
     return True
 
 
 def draw_panels(panels: list[list[tuple[str, np.ndarray]]], title: str, path: pathlib.Path) -> None:
-    """Saves a rows x 2 figure of (title, int16 samples) log-Mel panels on one colour scale."""
+    """Saves a rows x 2 figure of (title, samples in [-1, 1]) log-Mel panels on one colour scale."""
     fig, axes = plt.subplots(len(panels), 2, figsize=(9, 2.3 * len(panels)), sharex=True, sharey=True,
                              constrained_layout=True, squeeze=False)
-    spectrograms = [[log_mel(pcm) for _, pcm in row] for row in panels]
+    spectrograms = [[log_mel(waveform) for _, waveform in row] for row in panels]
     top = max(s.max() for row in spectrograms for s in row)  # one colour scale for all panels
     for row, titles in enumerate(panels):
-        for col, (name, pcm) in enumerate(titles):
+        for col, (name, waveform) in enumerate(titles):
             image = axes[row, col].imshow(
                 spectrograms[row][col], origin="lower", aspect="auto", cmap="magma",
                 vmin=top - 80, vmax=top, interpolation="nearest",
-                extent=(0, pcm.size / SAMPLE_RATE, 0, N_MELS))
+                extent=(0, waveform.size / SAMPLE_RATE, 0, N_MELS))
             axes[row, col].set_title(name, fontsize=9)
             axes[row, col].tick_params(labelsize=8)
         axes[row, 0].set_ylabel("frequency (Hz, Mel scale)", fontsize=8)

@@ -51,7 +51,6 @@ import time
 import jax
 import librosa
 import numpy as np
-import soundfile
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -60,7 +59,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mdg import scoring
-from mdg.data import synthetic
+from mdg.data import audio, synthetic
 
 SAMPLE_RATE = 16000
 CONTEXT = 5
@@ -69,9 +68,9 @@ REAL_DATA = (PROJECT.parent / "shared" / "data" / "dcase2023_dev_slice" / "dev_d
              PROJECT / "tests" / "data" / "dcase2023" / "dev_data")
 
 
-def log_mel(pcm: np.ndarray) -> np.ndarray:
-    """(frames, 128) dB log-Mel frames (n_fft 1024, hop 512) of int16 samples."""
-    mel = librosa.feature.melspectrogram(y=pcm.astype(np.float32) / 32768, sr=SAMPLE_RATE,
+def log_mel(waveform: np.ndarray) -> np.ndarray:
+    """(frames, 128) dB log-Mel frames (n_fft 1024, hop 512) of samples in [-1, 1]."""
+    mel = librosa.feature.melspectrogram(y=waveform.astype(np.float32), sr=SAMPLE_RATE,
                                          n_fft=1024, hop_length=512, n_mels=128, power=2.0)
     return (10 * np.log10(mel + 1e-10)).T
 
@@ -92,14 +91,14 @@ def pair_difference(frames: list[np.ndarray]) -> float:
 
 def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
     """(clip count, [frame-energy spread, band std, pair difference]) of the real normal clips of
-    `machine` under the dev_data folder `root` (16 kHz int16 WAVs; pairs of its training clips);
-    NaN where there are no clips or pairs."""
+    `machine` under the dev_data folder `root` (16 kHz mono WAVs, read as the project reads
+    audio; pairs of its training clips); NaN where there are no clips or pairs."""
     frames, training = [], []
     for path in sorted((root / machine).glob("*/*_normal_*.wav")):
-        pcm, rate = soundfile.read(path, dtype="int16")
-        if rate != SAMPLE_RATE:
-            raise SystemExit(f"{path}: {rate} Hz, expected {SAMPLE_RATE}")
-        frames.append(log_mel(pcm))
+        try:
+            frames.append(log_mel(audio.read_wav(path, SAMPLE_RATE)))
+        except audio.AudioError as error:
+            raise SystemExit(str(error)) from None
         if path.parent.name == "train":
             training.append(frames[-1])
     per_clip = np.mean([dynamics(f) for f in frames], axis=0) if frames else np.full(2, np.nan)
@@ -119,7 +118,7 @@ def clips_of(machine, args, split, label, domain, section, count):
         clip = synthetic.synthesize_clip(machine, section, domain, split, label, i,
                                          seed=args.seed, duration_s=args.duration,
                                          fault_severity=args.fault_severity)
-        out.append((clip, log_mel(clip.pcm)))
+        out.append((clip, log_mel(clip.pcm / 32768)))
     return out
 
 
