@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from mdg import compare
@@ -45,6 +46,13 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
             np.testing.assert_allclose(float(row[f"official_{machine}"]), np.mean(per_seed), rtol=1e-12)
             np.testing.assert_allclose(float(row[f"official_{machine}_std"]), np.std(per_seed, ddof=1),
                                        rtol=1e-9, atol=1e-15)
+        for domain in ("source", "target"):   # means over (machine type, section), then over the seeds
+            per_section = [[section[f"auc_{domain}"] for machine in summary["methods"][score]["machines"].values()
+                            for section in machine["sections"].values()] for summary in summaries]
+            np.testing.assert_allclose(float(row[f"amean_auc_{domain}_mean"]), np.mean(per_section), rtol=1e-12)
+            np.testing.assert_allclose(float(row[f"hmean_auc_{domain}_mean"]),
+                                       np.mean([stats.hmean(np.maximum(a, np.finfo(float).eps)) for a in per_section]),
+                                       rtol=1e-9)
         np.testing.assert_allclose(float(row["official_mean"]), np.mean(official), rtol=1e-12)
         np.testing.assert_allclose(float(row["official_std"]), np.std(official, ddof=1), rtol=1e-9, atol=1e-15)
         np.testing.assert_allclose(float(row["diff_to_baseline"]), np.mean(official) - base, atol=1e-12)
@@ -53,6 +61,7 @@ def test_tiny_sweep_table_matches_the_runs_and_resumes(tmp_path):
     assert float(rows["ae/mse"]["diff_low"]) == float(rows["ae/mse"]["diff_high"]) == 0.0
     markdown = (workdir / "comparison.md").read_text()
     assert "ae/seed_1/results/report.html" in markdown and "diff to ae/mse" in markdown
+    assert "| mean AUC source (%) | mean AUC target (%) |" in markdown
     assert all(f"| {m} (%) |" in markdown for m in machines) and " ± " in markdown
 
     # A second call finds every run finished and only rewrites the table.
