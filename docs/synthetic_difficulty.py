@@ -35,7 +35,21 @@ Per machine type, on clips synthesized in memory (nothing is written), log-Mel a
    default: the DCASE 2023 slice beside the project, ../shared/data/dcase2023_dev_slice, if there,
    else the project's fixture tests/data/dcase2023: one clip per type, some cut to 2 s). How much a
    machine's events stand out of its background (a loud click over a quiet floor spreads widely),
-   and how much two normal recordings of a machine differ.
+   and how much two normal recordings of a machine differ. And how much of the normal clips'
+   frame-to-frame variation an 8-dimensional code cannot hold (the AE's bottleneck): the share of
+   the variance of their standardized 5-frame vectors (as the AE's input) outside the first 8
+   principal components; synthetic: as many section 00 source training clips as there are real
+   ones (at least 3), so that both pools hold as many clips.
+6. Fault magnitudes against the real anomalies: the change of an anomalous clip's clip-mean
+   log-Mel from the mean of the normal clips of its domain (synthetic: its section's normal test
+   clips; real: the real normal clips of its domain, training and test, under ``--real``), as the
+   mean change in each quarter of the Mel bands (0-31, 32-63, 64-95, 96-127; dB, signed) and the
+   mean absolute change over all bands (dB); beside it the same figure of the normal clips (their
+   mean absolute difference from their own mean; NaN with one clip). Synthetic: the median over
+   the clips of each anomaly kind; real: each anomalous clip that has normal clips of its domain,
+   against those with its attribute values where there are any (the DCASE names carry no fault
+   kind). How strong a synthetic fault is against a real one, in
+   the units the models see.
 
     python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
         [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0] [--fault_severity 1]
@@ -89,10 +103,26 @@ def pair_difference(frames: list[np.ndarray]) -> float:
     return float(np.mean(pairs)) if pairs else float("nan")
 
 
+def stacked(frames: np.ndarray) -> np.ndarray:
+    """(frames - 4, 5 * 128) vectors of 5 consecutive frames."""
+    count = frames.shape[0] - CONTEXT + 1
+    return np.concatenate([frames[i:i + count] for i in range(CONTEXT)], axis=1)
+
+
+def residual_share(frames: list[np.ndarray], components: int = 8) -> float:
+    """Share of the variance of the clips' standardized 5-frame vectors (each clip (frames, 128)
+    dB) outside their first `components` principal components (item 5); NaN without clips."""
+    if not frames:
+        return float("nan")
+    vectors = np.concatenate([stacked(f) for f in frames]).astype(np.float64)
+    z = (vectors - vectors.mean(axis=0)) / (vectors.std(axis=0) + 1e-3)
+    return float(1 - PCA(n_components=components).fit(z).explained_variance_ratio_.sum())
+
+
 def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
-    """(clip count, [frame-energy spread, band std, pair difference]) of the real normal clips of
-    `machine` under the dev_data folder `root` (16 kHz mono WAVs, read as the project reads
-    audio; pairs of its training clips); NaN where there are no clips or pairs."""
+    """(clip count, [frame-energy spread, band std, pair difference, residual share]) of the real
+    normal clips of `machine` under the dev_data folder `root` (16 kHz mono WAVs, read as the
+    project reads audio; pairs of its training clips); NaN where there are no clips or pairs."""
     frames, training = [], []
     for path in sorted((root / machine).glob("*/*_normal_*.wav")):
         try:
@@ -102,13 +132,55 @@ def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
         if path.parent.name == "train":
             training.append(frames[-1])
     per_clip = np.mean([dynamics(f) for f in frames], axis=0) if frames else np.full(2, np.nan)
-    return len(frames), np.append(per_clip, pair_difference(training))
+    return len(frames), np.r_[per_clip, pair_difference(training), residual_share(frames)]
 
 
-def stacked(frames: np.ndarray) -> np.ndarray:
-    """(frames - 4, 5 * 128) vectors of 5 consecutive frames."""
-    count = frames.shape[0] - CONTEXT + 1
-    return np.concatenate([frames[i:i + count] for i in range(CONTEXT)], axis=1)
+QUARTERS = ((0, 32), (32, 64), (64, 96), (96, 128))
+
+
+def fault_change(anomalous: np.ndarray, normals: list[np.ndarray]) -> np.ndarray:
+    """(5,) dB: the change of one anomalous clip's clip-mean log-Mel from the mean of the normal
+    clips' clip-means (each clip (frames, 128) dB), as the mean per quarter of the bands (signed),
+    then the mean absolute change over all bands (item 6)."""
+    change = anomalous.mean(axis=0) - np.mean([f.mean(axis=0) for f in normals], axis=0)
+    return np.array([change[a:b].mean() for a, b in QUARTERS] + [np.abs(change).mean()])
+
+
+def normal_spread(normals: list[np.ndarray]) -> float:
+    """Mean absolute difference (dB) of the normal clips' clip-mean log-Mel from their own mean
+    (over clips and bands); NaN with fewer than two clips (item 6)."""
+    if len(normals) < 2:
+        return float("nan")
+    means = np.stack([f.mean(axis=0) for f in normals])
+    return float(np.abs(means - means.mean(axis=0)).mean())
+
+
+def real_fault_changes(root: pathlib.Path, machine: str) -> list[tuple[str, np.ndarray, int, float, str]]:
+    """[(file name, fault_change, normal clip count, normal_spread, basis)] of every real anomalous
+    clip of `machine` under the dev_data folder `root` that has real normal clips of its domain:
+    those with its attribute values if there are any (basis "attributes"), else all of its domain
+    (basis "domain")."""
+    def domain_and_attributes(path):  # section_00_<domain>_<split>_<label>_<index>_<attributes>.wav
+        parts = path.stem.split("_")
+        return parts[2], "_".join(parts[6:])
+
+    def read(path):
+        try:
+            return log_mel(audio.read_wav(path, SAMPLE_RATE))
+        except audio.AudioError as error:
+            raise SystemExit(str(error)) from None
+
+    paths = sorted((root / machine).glob("*/*.wav"))
+    normals = [(domain_and_attributes(p), read(p)) for p in paths if "_normal_" in p.name]
+    out = []
+    for path in (p for p in paths if "_anomaly_" in p.name):
+        domain, attributes = domain_and_attributes(path)
+        same = [f for (d, a), f in normals if d == domain and a == attributes]
+        basis = "attributes" if same else "domain"
+        same = same or [f for (d, _), f in normals if d == domain]
+        if same:
+            out.append((path.name, fault_change(read(path), same), len(same), normal_spread(same), basis))
+    return out
 
 
 def clips_of(machine, args, split, label, domain, section, count):
@@ -203,9 +275,30 @@ def report(machine: str, args) -> None:
     spread, band_std = np.mean([dynamics(f) for s in range(3) for _, f in train[s, "source"]], axis=0)
     pairs = pair_difference([f for _, f in train[0, "source"]])
     count, real = real_dynamics(args.real, machine)
+    residual = residual_share([f for _, f in train[0, "source"][:max(count, 3)]])
     print(f"\nNormal clips (frame-energy spread p90 - p10; mean band std over time; clip-to-clip "
-          f"difference): synthetic source training {spread:.1f}; {band_std:.1f}; {pairs:.1f} dB | "
-          f"real ({count} clips, {args.real}) {real[0]:.1f}; {real[1]:.1f}; {real[2]:.1f} dB")
+          f"difference; share outside 8 components): synthetic source training {spread:.1f}; "
+          f"{band_std:.1f}; {pairs:.1f} dB; {residual:.2f} | real ({count} clips, {args.real}) "
+          f"{real[0]:.1f}; {real[1]:.1f}; {real[2]:.1f} dB; {real[3]:.2f}")
+    # 6. Fault magnitudes against the real anomalies.
+    changes = collections.defaultdict(list)
+    spreads = []
+    for s in range(3):
+        for d in synthetic.DOMAINS:
+            normals = [f for _, f in test[s, d, "normal"]]
+            spreads.append(normal_spread(normals))
+            for clip, frames in test[s, d, "anomaly"]:
+                changes[clip.anomaly].append(fault_change(frames, normals))
+    print("\nFault magnitudes (change of the clip-mean log-Mel from the normal clips of the domain, dB: "
+          "quarters of the Mel bands, signed; mean absolute change | the normal clips' own spread):")
+    for kind in synthetic.ANOMALY_KINDS[machine]:
+        if changes[kind]:
+            median = np.median(changes[kind], axis=0)
+            print(f"  synthetic {kind} (median of {len(changes[kind])}): "
+                  + " / ".join(f"{v:+.1f}" for v in median[:4]) + f"; {median[4]:.1f} | {np.mean(spreads):.1f}")
+    for name, change, count, spread, basis in real_fault_changes(args.real, machine):
+        print(f"  real {name} (against {count} normal clips of its {basis}): "
+              + " / ".join(f"{v:+.1f}" for v in change[:4]) + f"; {change[4]:.1f} | {spread:.1f}")
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
 
 
@@ -282,7 +375,7 @@ def main() -> None:
                         help="scales every anomaly's intensity (docs/synthetic.md, Anomalies)")
     parser.add_argument("--real", type=pathlib.Path,
                         default=next((p for p in REAL_DATA if p.is_dir()), REAL_DATA[-1]),
-                        help="real DCASE dev_data folder (<machine>/{train,test}/*.wav) for item 5")
+                        help="real DCASE dev_data folder (<machine>/{train,test}/*.wav) for items 5 and 6")
     args = parser.parse_args()
     print(f"Synthetic data report: generator version {synthetic.GENERATOR_VERSION}, seed "
           f"{args.seed}, {args.num_source_train} + {args.num_target_train} training and "

@@ -76,6 +76,7 @@ def test_real_dynamics_of_the_projects_fixture():
         count, values = difficulty.real_dynamics(root, machine)
         assert count == 1 and np.all(np.isfinite(values[:2])) and np.all(values[:2] > 0), machine
         assert np.isnan(values[2]), "one clip makes no pair"
+        assert 0 < values[3] < 1, machine
     count, values = difficulty.real_dynamics(root, "bearing")
     assert count == 0 and np.all(np.isnan(values))
 
@@ -85,3 +86,62 @@ def test_pair_difference_of_clips_offset_by_known_levels():
     clips = [np.full((10, 128), level) for level in (0.0, 3.0, 9.0)]
     assert difficulty.pair_difference(clips) == pytest.approx(6.0)
     assert np.isnan(difficulty.pair_difference(clips[:1]))
+
+
+def test_fault_change_and_normal_spread_of_clips_at_known_levels():
+    # Normal clip means 0 and 2 dB (mean 1 dB, each 1 dB from it); an anomalous clip at 1, 4, 1 and
+    # -2 dB in the four quarters of the bands: changes 0, +3, 0, -3 dB, mean absolute change 1.5 dB.
+    normals = [np.zeros((10, 128)), np.full((10, 128), 2.0)]
+    anomalous = np.repeat(np.array([1.0, 4.0, 1.0, -2.0]), 32)[None, :] * np.ones((10, 1))
+    np.testing.assert_allclose(difficulty.fault_change(anomalous, normals), [0.0, 3.0, 0.0, -3.0, 1.5])
+    assert difficulty.normal_spread(normals) == pytest.approx(1.0)
+    assert np.isnan(difficulty.normal_spread(normals[:1]))
+
+
+def _write_wav(path, samples):
+    from scipy.io import wavfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wavfile.write(path, 16000, np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16))
+
+
+def test_real_fault_changes_of_a_clip_twice_as_loud_as_its_domains_normal(tmp_path):
+    # The anomalous clip is the normal one at twice the amplitude: +6.02 dB in every Mel band. A
+    # source anomaly has no source normal clip to compare with and is left out.
+    noise = np.random.default_rng(0).normal(0, 0.05, 16000 * 2)
+    valve = tmp_path / "valve"
+    _write_wav(valve / "test" / "section_00_target_test_normal_0000_pat_03.wav", noise)
+    _write_wav(valve / "test" / "section_00_target_test_anomaly_0000_pat_03.wav", 2 * noise)
+    _write_wav(valve / "test" / "section_00_source_test_anomaly_0001_pat_00.wav", noise)
+    (name, change, count, spread, basis), = difficulty.real_fault_changes(tmp_path, "valve")
+    assert name == "section_00_target_test_anomaly_0000_pat_03.wav" and count == 1 and np.isnan(spread)
+    assert basis == "attributes"
+    np.testing.assert_allclose(change, [20 * np.log10(2)] * 5, atol=0.01)
+    # A normal clip of another pattern in the same domain is left out while one of the same pattern
+    # is there, and used when it is the only one.
+    _write_wav(valve / "train" / "section_00_target_train_normal_0000_pat_02.wav", 4 * noise)
+    (_, change, count, _, basis), = difficulty.real_fault_changes(tmp_path, "valve")
+    assert count == 1 and basis == "attributes"
+    np.testing.assert_allclose(change, [20 * np.log10(2)] * 5, atol=0.01)
+    (valve / "test" / "section_00_target_test_normal_0000_pat_03.wav").unlink()
+    (_, change, count, _, basis), = difficulty.real_fault_changes(tmp_path, "valve")
+    assert count == 1 and basis == "domain"
+    np.testing.assert_allclose(change, [20 * np.log10(2 / 4)] * 4 + [20 * np.log10(4 / 2)], atol=0.01)
+
+
+def test_real_fault_changes_names_an_unreadable_clip(tmp_path):
+    bad = tmp_path / "valve" / "test" / "section_00_target_test_normal_0000_pat_03.wav"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"RIFF not a wav")
+    with pytest.raises(SystemExit, match="section_00_target_test_normal_0000_pat_03.wav"):
+        difficulty.real_fault_changes(tmp_path, "valve")
+
+
+def test_residual_share_of_rank_five_and_of_white_frames():
+    # Every frame a multiple of one spectrum: the 5-frame vectors span 5 dimensions, which 8
+    # components hold entirely. White frames spread over all 640: 8 components hold ~1/80 of them.
+    rng = np.random.default_rng(0)
+    shape = rng.normal(0, 1, 128)
+    one_spectrum = [rng.normal(0, 3, (300, 1)) * shape for _ in range(3)]
+    assert difficulty.residual_share(one_spectrum) == pytest.approx(0.0, abs=1e-9)
+    assert difficulty.residual_share([rng.normal(0, 1, (300, 128)) for _ in range(3)]) > 0.9
+    assert np.isnan(difficulty.residual_share([]))
