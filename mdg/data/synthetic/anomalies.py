@@ -123,7 +123,7 @@ ANOMALIES: dict[str, dict[str, AnomalyKind]] = {
     },
     "valve": {
         "contamination": AnomalyKind(
-            -16.0, -6.0, "dB of the leak hiss while closed re. the flow while open",
+            -26.0, -16.0, "dB of the leak hiss while closed re. the flow while open",
             "debris on the seat: the closing click rings lower (x0.8) and twice as damped, the "
             "plunger rebounds off the debris (a second click 5-20 ms later at -6 dB), and gas "
             "leaks while the valve is closed",
