@@ -48,8 +48,7 @@ Per machine type, on clips synthesized in memory (nothing is written), log-Mel a
    mean absolute difference from their own mean; NaN with one clip). Synthetic: the median over
    the clips of each anomaly kind; real: each anomalous clip that has normal clips of its domain,
    against those with its attribute values where there are any (the DCASE names carry no fault
-   kind). How strong a synthetic fault is against a real one, in
-   the units the models see.
+   kind). How strong a synthetic fault is against a real one, in the units the models see.
 
     python docs/synthetic_difficulty.py [--machines fan,valve] [--num_source_train 60]
         [--num_target_train 10] [--num_test 20] [--duration 10] [--seed 0] [--fault_severity 1]
@@ -296,9 +295,9 @@ def report(machine: str, args) -> None:
             median = np.median(changes[kind], axis=0)
             print(f"  synthetic {kind} (median of {len(changes[kind])}): "
                   + " / ".join(f"{v:+.1f}" for v in median[:4]) + f"; {median[4]:.1f} | {np.mean(spreads):.1f}")
-    for name, change, count, spread, basis in real_fault_changes(args.real, machine):
-        print(f"  real {name} (against {count} normal clips of its {basis}): "
-              + " / ".join(f"{v:+.1f}" for v in change[:4]) + f"; {change[4]:.1f} | {spread:.1f}")
+    for name, change, normals_count, normals_spread, basis in real_fault_changes(args.real, machine):
+        print(f"  real {name} (against {normals_count} normal clips of its {basis}): "
+              + " / ".join(f"{v:+.1f}" for v in change[:4]) + f"; {change[4]:.1f} | {normals_spread:.1f}")
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
 
 
