@@ -72,7 +72,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from mdg import scoring
-from mdg.data import audio, synthetic
+from mdg.data import audio, layout, synthetic
 
 SAMPLE_RATE = 16000
 CONTEXT = 5
@@ -118,18 +118,24 @@ def residual_share(frames: list[np.ndarray], components: int = 8) -> float:
     return float(1 - PCA(n_components=components).fit(z).explained_variance_ratio_.sum())
 
 
-def real_dynamics(root: pathlib.Path, machine: str) -> tuple[int, np.ndarray]:
-    """(clip count, [frame-energy spread, band std, pair difference, residual share]) of the real
-    normal clips of `machine` under the dev_data folder `root` (16 kHz mono WAVs, read as the
-    project reads audio; pairs of its training clips); NaN where there are no clips or pairs."""
-    frames, training = [], []
-    for path in sorted((root / machine).glob("*/*_normal_*.wav")):
-        try:
-            frames.append(log_mel(audio.read_wav(path, SAMPLE_RATE)))
-        except audio.AudioError as error:
-            raise SystemExit(str(error)) from None
-        if path.parent.name == "train":
-            training.append(frames[-1])
+def read_real_clips(root: pathlib.Path, machine: str) -> list[tuple[layout.Clip, np.ndarray]]:
+    """[(clip, (frames, 128) dB log-Mel)] of every WAV of `machine` under the dev_data folder `root`
+    (its train and test folders, those that exist; names parsed and audio read as the project
+    does: 16 kHz mono), read once for items 5 and 6. A bad clip exits naming the file."""
+    try:
+        return [(clip, log_mel(audio.read_wav(clip.path, SAMPLE_RATE)))
+                for split in ("train", "test") if (root / machine / split).is_dir()
+                for clip in layout.scan_split(root, machine, split)]
+    except (audio.AudioError, layout.LayoutError) as error:
+        raise SystemExit(str(error)) from None
+
+
+def real_dynamics(clips: list[tuple[layout.Clip, np.ndarray]]) -> tuple[int, np.ndarray]:
+    """(clip count, [frame-energy spread, band std, pair difference, residual share]) of the normal
+    clips among `read_real_clips`' (pairs of the training clips); NaN where there are no clips or
+    pairs."""
+    frames = [f for clip, f in clips if clip.label == 0]
+    training = [f for clip, f in clips if clip.label == 0 and clip.split == "train"]
     per_clip = np.mean([dynamics(f) for f in frames], axis=0) if frames else np.full(2, np.nan)
     return len(frames), np.r_[per_clip, pair_difference(training), residual_share(frames)]
 
@@ -154,31 +160,20 @@ def normal_spread(normals: list[np.ndarray]) -> float:
     return float(np.abs(means - means.mean(axis=0)).mean())
 
 
-def real_fault_changes(root: pathlib.Path, machine: str) -> list[tuple[str, np.ndarray, int, float, str]]:
-    """[(file name, fault_change, normal clip count, normal_spread, basis)] of every real anomalous
-    clip of `machine` under the dev_data folder `root` that has real normal clips of its domain:
-    those with its attribute values if there are any (basis "attributes"), else all of its domain
-    (basis "domain")."""
-    def domain_and_attributes(path):  # section_00_<domain>_<split>_<label>_<index>_<attributes>.wav
-        parts = path.stem.split("_")
-        return parts[2], "_".join(parts[6:])
-
-    def read(path):
-        try:
-            return log_mel(audio.read_wav(path, SAMPLE_RATE))
-        except audio.AudioError as error:
-            raise SystemExit(str(error)) from None
-
-    paths = sorted((root / machine).glob("*/*.wav"))
-    normals = [(domain_and_attributes(p), read(p)) for p in paths if "_normal_" in p.name]
+def real_fault_changes(clips: list[tuple[layout.Clip, np.ndarray]]
+                       ) -> list[tuple[str, np.ndarray, int, float, str]]:
+    """[(file name, fault_change, normal clip count, normal_spread, basis)] of every anomalous clip
+    among `read_real_clips`' that has normal clips of its domain: those with its attribute values
+    if there are any (basis "attributes"), else all of its domain (basis "domain")."""
+    normals = [(clip, f) for clip, f in clips if clip.label == 0]
     out = []
-    for path in (p for p in paths if "_anomaly_" in p.name):
-        domain, attributes = domain_and_attributes(path)
-        same = [f for (d, a), f in normals if d == domain and a == attributes]
+    for anomalous, frames in ((clip, f) for clip, f in clips if clip.label == 1):
+        of_domain = [(clip, f) for clip, f in normals if clip.domain == anomalous.domain]
+        same = [f for clip, f in of_domain if clip.attributes == anomalous.attributes]
         basis = "attributes" if same else "domain"
-        same = same or [f for (d, _), f in normals if d == domain]
+        same = same or [f for _, f in of_domain]
         if same:
-            out.append((path.name, fault_change(read(path), same), len(same), normal_spread(same), basis))
+            out.append((anomalous.file_name, fault_change(frames, same), len(same), normal_spread(same), basis))
     return out
 
 
@@ -273,7 +268,8 @@ def report(machine: str, args) -> None:
     # 5. Temporal dynamics of the normal clips against the real ones.
     spread, band_std = np.mean([dynamics(f) for s in range(3) for _, f in train[s, "source"]], axis=0)
     pairs = pair_difference([f for _, f in train[0, "source"]])
-    count, real = real_dynamics(args.real, machine)
+    real_clips = read_real_clips(args.real, machine)
+    count, real = real_dynamics(real_clips)
     residual = residual_share([f for _, f in train[0, "source"][:max(count, 3)]])
     print(f"\nNormal clips (frame-energy spread p90 - p10; mean band std over time; clip-to-clip "
           f"difference; share outside 8 components): synthetic source training {spread:.1f}; "
@@ -295,7 +291,7 @@ def report(machine: str, args) -> None:
             median = np.median(changes[kind], axis=0)
             print(f"  synthetic {kind} (median of {len(changes[kind])}): "
                   + " / ".join(f"{v:+.1f}" for v in median[:4]) + f"; {median[4]:.1f} | {np.mean(spreads):.1f}")
-    for name, change, normals_count, normals_spread, basis in real_fault_changes(args.real, machine):
+    for name, change, normals_count, normals_spread, basis in real_fault_changes(real_clips):
         print(f"  real {name} (against {normals_count} normal clips of its {basis}): "
               + " / ".join(f"{v:+.1f}" for v in change[:4]) + f"; {change[4]:.1f} | {normals_spread:.1f}")
     print(f"{machine}: {time.time() - start:.0f} s", file=sys.stderr)
